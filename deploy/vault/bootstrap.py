@@ -1,0 +1,392 @@
+"""Set up exactly what Citadel needs on an existing Vault or OpenBao, idempotently.
+
+What it manages (names from the inventory's ``vault`` block), and nothing else:
+
+- a KV v2 mount (``kv_mount``) for the hosts' secrets, one prefix per group;
+- a transit mount (``transit_mount``) with three keys, none exportable, none deletable,
+  none backed up in plaintext, rotated every ``settings.transit_key_max_age_days``:
+  ``model-data`` (aes256-gcm96: wraps model data keys), ``model-signing`` (ecdsa-p256:
+  signs model manifests; only its public key ever leaves Vault) and ``audit-chain``
+  (type ``hmac``: the gateway's audit-log chain; an HMAC-only key cannot be used to encrypt
+  or sign anything else, so a leak of its purpose stays contained);
+- a PKI mount (``pki_mount``) with an internal root CA, made once, and roles ``host`` and
+  ``gateway`` issuing short-lived certificates only for the inventory's own names;
+- an AppRole auth mount (``approle``) and one role per host group, ``citadel-gpu`` and
+  ``citadel-gateway``, bound to the group's hosts' addresses and to the group's policy
+  (``deploy/vault/policies/citadel-<group>.hcl``).
+
+Every item is compared with what the server already has and reported as created, updated
+or unchanged; a second run reports everything unchanged; ``dry_run`` changes nothing.
+Vault and OpenBao share this HTTP API (the ``hmac`` key type needs Vault 1.12 or later).
+
+Example::
+
+    >>> report = bootstrap(client, site, dry_run=True)            # doctest: +SKIP
+    >>> [(i.kind, i.name, i.status) for i in report.items][:1]
+    [('mount', 'citadel', 'created')]
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import asdict, dataclass, field
+
+from deploy.vault import VaultError
+from deploy.vault.policies import GROUPS, check, policy_name, policy_text, render
+
+APPROLE_MOUNT = "approle"
+PKI_MAX_TTL = "8760h"  # the root CA lives a year; the mount's max lease must allow that
+CERT_TTL = "72h"  # host certificates are short-lived: renewed by the agent, revoked by expiry
+CERT_MAX_TTL = "168h"
+TOKEN_TTL = "20m"  # an AppRole token expires quickly; the agent renews or logs in again
+TOKEN_MAX_TTL = "1h"
+SECRET_ID_TTL = "24h"
+# The agent logs in again at least hourly (TOKEN_MAX_TTL): 24 logins a day, doubled for
+# restarts. A stolen secret-id is useless after that, or after a day, whichever is first.
+SECRET_ID_NUM_USES = 48
+PKI_ROLE_FOR_GROUP = {"gpu": "host", "gateway": "gateway"}
+
+TRANSIT_KEYS = {
+    "model-data": "aes256-gcm96",
+    "model-signing": "ecdsa-p256",
+    "audit-chain": "hmac",
+}
+
+STATUSES = ("created", "updated", "unchanged")
+
+
+@dataclass
+class Item:
+    kind: str
+    name: str
+    status: str
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    address: str
+    flavor: str
+    dry_run: bool
+    items: list[Item] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(1 for i in self.items if i.status == s) for s in STATUSES}
+
+    @property
+    def changed(self) -> bool:
+        return any(i.status != "unchanged" for i in self.items)
+
+    def as_dict(self) -> dict:
+        return {
+            "address": self.address,
+            "flavor": self.flavor,
+            "dry_run": self.dry_run,
+            "counts": self.counts(),
+            "items": [asdict(i) for i in self.items],
+            "notes": self.notes,
+        }
+
+
+def seconds(value) -> int:
+    """A Vault duration ("20m", "72h", "3600s", 3600, "3600") in seconds."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units and text[:-1].isdigit():
+        return int(text[:-1]) * units[text[-1]]
+    raise ValueError(f"not a duration: {value!r}")
+
+
+def group_networks(site, group: str) -> list[str]:
+    """The /32 or /128 networks of the group's hosts; DNS names are resolved now.
+
+    AppRole binds logins and tokens to source addresses, which must be IPs: a host given by
+    name is resolved here, and one that does not resolve is an error, because binding
+    nothing would let a stolen secret-id log in from anywhere.
+    """
+    networks = set()
+    for name in site.hosts_in(group):
+        address = site.hosts[name].address
+        try:
+            ips = [ipaddress.ip_address(address)]
+        except ValueError:
+            try:
+                ips = {ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(address, None)}
+            except socket.gaierror:
+                raise VaultError(
+                    f"hosts.{name}.address: {address} does not resolve, and AppRole needs IP addresses to "
+                    "bind logins to: give the host's IP address",
+                    exit_code=2,
+                ) from None
+        networks.update(str(ipaddress.ip_network(ip)) for ip in ips)
+    return sorted(networks)
+
+
+def group_names(site, group: str) -> list[str]:
+    """Names a group's certificates may carry: inventory names and DNS addresses (no IPs)."""
+    names = set()
+    for name in site.hosts_in(group):
+        names.add(name)
+        address = site.hosts[name].address
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            names.add(address)
+    return sorted(names)
+
+
+def _same_networks(current, desired: list[str]) -> bool:
+    if isinstance(current, str):
+        current = [c for c in current.split(",") if c.strip()]
+    try:
+        return sorted(str(ipaddress.ip_network(c.strip())) for c in current or []) == sorted(desired)
+    except ValueError:
+        return False
+
+
+class Bootstrapper:
+    """One run of the bootstrap against one server (see the module docstring)."""
+
+    def __init__(self, client, site, dry_run: bool = False):
+        self.client = client
+        self.site = site
+        self.vault = site.vault
+        self.dry_run = dry_run
+        self.report = Report(address="", flavor=site.vault.flavor, dry_run=dry_run)
+        self.new_mounts: set[str] = set()  # mounts a dry run would create: nothing to read under them
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _add(self, kind: str, name: str, status: str, detail: str = "") -> None:
+        self.report.items.append(Item(kind, name, status, detail))
+
+    def _read(self, path: str) -> dict | None:
+        response = self.client.read(path)
+        return None if response is None else response.get("data", response)
+
+    def _write(self, path: str, data: dict) -> None:
+        if not self.dry_run:
+            self.client.write_data(path, data=data)
+
+    # -- mounts ----------------------------------------------------------------------
+
+    def mounts(self) -> None:
+        engines = self.client.sys.list_mounted_secrets_engines()
+        engines = engines.get("data", engines)
+        wanted = [
+            (self.vault.kv_mount, "kv", {"version": "2"}, {}),
+            (self.vault.transit_mount, "transit", {}, {}),
+            (self.vault.pki_mount, "pki", {}, {"max_lease_ttl": PKI_MAX_TTL}),
+        ]
+        for path, kind, options, config in wanted:
+            current = engines.get(f"{path}/")
+            if current is None:
+                if not self.dry_run:
+                    self.client.sys.enable_secrets_engine(
+                        kind, path=path, options=options or None, config=config or None,
+                        description=f"Citadel ({kind})",
+                    )
+                self.new_mounts.add(path)
+                self._add("mount", path, "created", f"{kind}{' v2' if options else ''}")
+                continue
+            if current["type"] != kind:
+                raise VaultError(f"mount {path}/ exists with type {current['type']}, not {kind}: rename vault.{kind}_mount or remove it")
+            version = str((current.get("options") or {}).get("version", "1"))
+            if kind == "kv" and version != "2":
+                raise VaultError(f"mount {path}/ is KV version {version}; Citadel needs KV v2 (upgrade it deliberately, it rewrites data)")
+            changes = []
+            if config:
+                have = (current.get("config") or {}).get("max_lease_ttl", 0)
+                if seconds(have) != seconds(config["max_lease_ttl"]):
+                    changes.append(f"max_lease_ttl {have}s -> {config['max_lease_ttl']}")
+                    if not self.dry_run:
+                        self.client.sys.tune_mount_configuration(path, max_lease_ttl=config["max_lease_ttl"])
+            self._add("mount", path, "updated" if changes else "unchanged", "; ".join(changes) or f"{kind}{' v2' if options else ''}")
+        methods = self.client.sys.list_auth_methods()
+        methods = methods.get("data", methods)
+        current = methods.get(f"{APPROLE_MOUNT}/")
+        if current is None:
+            if not self.dry_run:
+                self.client.sys.enable_auth_method("approle", path=APPROLE_MOUNT, description="Citadel hosts")
+            self.new_mounts.add(f"auth/{APPROLE_MOUNT}")
+            self._add("auth", APPROLE_MOUNT, "created", "approle")
+        elif current["type"] != "approle":
+            raise VaultError(f"auth mount {APPROLE_MOUNT}/ exists with type {current['type']}, not approle")
+        else:
+            self._add("auth", APPROLE_MOUNT, "unchanged", "approle")
+
+    # -- transit ---------------------------------------------------------------------
+
+    def transit_keys(self) -> None:
+        mount = self.vault.transit_mount
+        rotate = self.site.settings.transit_key_max_age_days * 86400
+        for name, key_type in TRANSIT_KEYS.items():
+            label = f"{mount}/{name}"
+            current = None if mount in self.new_mounts else self._read(f"{mount}/keys/{name}")
+            if current is None:
+                body = {"type": key_type, "exportable": False, "allow_plaintext_backup": False,
+                        "auto_rotate_period": f"{rotate}s"}
+                if key_type == "hmac":
+                    body["key_size"] = 32
+                self._write(f"{mount}/keys/{name}", body)
+                self._add("transit-key", label, "created", key_type)
+                continue
+            if current["type"] != key_type:
+                raise VaultError(f"transit key {label} exists with type {current['type']}, not {key_type}: key types cannot change")
+            for one_way in ("exportable", "allow_plaintext_backup"):
+                if current.get(one_way):
+                    raise VaultError(
+                        f"transit key {label} has {one_way}=true, which cannot be undone: its material may have "
+                        "left Vault; create a new key and retire this one"
+                    )
+            changes = []
+            if current.get("deletion_allowed"):
+                changes.append("deletion_allowed true -> false")
+            if seconds(current.get("auto_rotate_period") or 0) != rotate:
+                changes.append(f"auto_rotate_period -> {rotate}s")
+            if changes:
+                self._write(f"{mount}/keys/{name}/config", {"deletion_allowed": False, "auto_rotate_period": f"{rotate}s"})
+            self._add("transit-key", label, "updated" if changes else "unchanged", "; ".join(changes) or key_type)
+
+    # -- pki -------------------------------------------------------------------------
+
+    def pki(self) -> None:
+        mount = self.vault.pki_mount
+        issuers = None if mount in self.new_mounts else self.client.list(f"{mount}/issuers")
+        if not issuers or not (issuers.get("data") or {}).get("keys"):
+            self._write(
+                f"{mount}/root/generate/internal",
+                {"common_name": f"Citadel {self.site.site} root CA", "issuer_name": "citadel-root",
+                 "ttl": PKI_MAX_TTL, "key_type": "ec", "key_bits": 256},
+            )
+            self._add("pki-root", f"{mount}/citadel-root", "created", f"internal root CA, ttl {PKI_MAX_TTL}")
+        else:
+            # Never regenerated: every certificate the hosts hold chains to it.
+            self._add("pki-root", f"{mount}/citadel-root", "unchanged", "exists; never regenerated")
+        for group in GROUPS:
+            role = PKI_ROLE_FOR_GROUP[group]
+            names = group_names(self.site, group)
+            if not names:
+                self.report.notes.append(f"no hosts in group {group}: pki role {role} not managed")
+                continue
+            desired = {
+                "allowed_domains": names,
+                "allow_bare_domains": True,  # exactly the listed names ...
+                "allow_subdomains": False,  # ... and nothing under them,
+                "allow_glob_domains": False,
+                "allow_wildcard_certificates": False,  # no wildcard certificates,
+                "allow_localhost": False,
+                "allow_any_name": False,
+                "enforce_hostnames": True,
+                "allow_ip_sans": True,  # hosts are often reached by IP
+                "server_flag": True,
+                "client_flag": True,  # mutual TLS between gateway and GPU hosts
+                "key_type": "ec",
+                "key_bits": 256,
+                "ttl": CERT_TTL,
+                "max_ttl": CERT_MAX_TTL,
+            }
+            self._converge(f"{mount}/roles/{role}", "pki-role", f"{mount}/{role}", desired, mount)
+
+    # -- policies and approle --------------------------------------------------------
+
+    def policies(self) -> None:
+        mounts = {"kv_mount": self.vault.kv_mount, "transit_mount": self.vault.transit_mount,
+                  "pki_mount": self.vault.pki_mount}
+        for group in GROUPS:
+            text = policy_text(group)
+            problems = check(group, text)
+            if problems:  # the unit tests keep this from happening; never write a bad policy
+                raise VaultError(f"policy {policy_name(group)} fails the least-privilege check: {'; '.join(problems)}")
+            rendered = render(text, **mounts)
+            name = policy_name(group)
+            current = self._read(f"sys/policies/acl/{name}")
+            if current is None:
+                status = "created"
+            elif (current.get("policy") or "").strip() == rendered.strip():
+                status = "unchanged"
+            else:
+                status = "updated"
+            if status != "unchanged":
+                self._write(f"sys/policies/acl/{name}", {"policy": rendered})
+            self._add("policy", name, status, f"from deploy/vault/policies/{name}.hcl")
+
+    def approles(self) -> None:
+        for group in GROUPS:
+            name = policy_name(group)
+            networks = group_networks(self.site, group)
+            if not networks:
+                self.report.notes.append(f"no hosts in group {group}: approle {name} not managed")
+                continue
+            desired = {
+                "token_policies": [name],
+                "token_ttl": TOKEN_TTL,
+                "token_max_ttl": TOKEN_MAX_TTL,
+                "token_num_uses": 0,  # the agent makes many calls with one token
+                "token_type": "service",
+                "bind_secret_id": True,
+                "secret_id_ttl": SECRET_ID_TTL,
+                "secret_id_num_uses": SECRET_ID_NUM_USES,
+                "token_bound_cidrs": networks,
+                "secret_id_bound_cidrs": networks,
+            }
+            self._converge(f"auth/{APPROLE_MOUNT}/role/{name}", "approle", name, desired, f"auth/{APPROLE_MOUNT}")
+
+    def _converge(self, path: str, kind: str, label: str, desired: dict, mount: str) -> None:
+        """Create or update the object at `path` so the fields in `desired` match."""
+        current = None if mount in self.new_mounts else self._read(path)
+        if current is None:
+            self._write(path, desired)
+            self._add(kind, label, "created")
+            return
+        differ = [key for key, want in desired.items() if not _same(key, current.get(key), want)]
+        if differ:
+            self._write(path, desired)
+        self._add(kind, label, "updated" if differ else "unchanged", ", ".join(differ))
+
+    def run(self) -> Report:
+        self.report.address = self.client.url
+        self.mounts()
+        self.transit_keys()
+        self.pki()
+        self.policies()
+        self.approles()
+        return self.report
+
+
+def _same(key: str, have, want) -> bool:
+    """Whether a field read back from the server equals the desired value."""
+    if key.endswith("_cidrs"):
+        return _same_networks(have, want)
+    if key.endswith("ttl"):
+        try:
+            return seconds(have or 0) == seconds(want)
+        except ValueError:
+            return False
+    if isinstance(want, list):
+        return sorted(have or []) == sorted(want)
+    return have == want
+
+
+def bootstrap(client, site, dry_run: bool = False) -> Report:
+    """Bring the server `client` talks to in line with `site`; see the module docstring."""
+    import hvac
+    import requests
+
+    try:
+        return Bootstrapper(client, site, dry_run).run()
+    except requests.RequestException as exc:
+        raise VaultError(f"lost the connection to Vault during the bootstrap ({type(exc).__name__}); run it again") from None
+    except hvac.exceptions.Forbidden:
+        raise VaultError(
+            "permission denied: bootstrap needs a token allowed to manage mounts, auth methods and "
+            "policies (an administrator's token)"
+        ) from None
+    except hvac.exceptions.VaultError as exc:
+        raise VaultError(f"the server refused a bootstrap step: {exc}") from None

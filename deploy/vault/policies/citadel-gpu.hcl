@@ -1,0 +1,24 @@
+# Citadel policy for GPU hosts (AppRole citadel-gpu). Least privilege: exact paths only,
+# except the group's own KV prefix. {{kv_mount}}, {{transit_mount}} and {{pki_mount}} are
+# replaced with the inventory's mount names when `citadel vault bootstrap` writes it.
+
+# The GPU hosts' own secrets (the internal API key vLLM expects from the gateway).
+path "{{kv_mount}}/data/gpu/*" {
+  capabilities = ["read"]
+}
+
+# Unwrap the data keys of sealed models. Decrypt only: encrypting new model data and
+# rewrapping after a rotation are operator jobs, not something a serving host needs.
+path "{{transit_mount}}/decrypt/model-data" {
+  capabilities = ["update"]
+}
+
+# Check a model manifest's signature before loading it (verify cannot forge one).
+path "{{transit_mount}}/verify/model-signing" {
+  capabilities = ["update"]
+}
+
+# The host's own short-lived TLS certificate, from the `host` role only.
+path "{{pki_mount}}/issue/host" {
+  capabilities = ["update"]
+}

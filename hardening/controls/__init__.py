@@ -1,0 +1,1 @@
+"""Control areas. Each module exports CONTROLS: list[hardening.model.Control]."""

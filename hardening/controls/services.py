@@ -1,0 +1,579 @@
+"""Packages, updates, time, AppArmor and GPU device controls (CIS Debian 12 sections 1.2,
+1.3, 2.2, 2.3; dev-sec linux-baseline package-*).
+
+Every value the role writes comes from the tables and constants here, so the check and the
+fix cannot drift apart: the packages that must be absent, the apt settings (checked through
+``apt-config``, apt's effective configuration, not one file that another could override),
+the chrony configuration, the AppArmor profile policy, and the GPU udev rule.
+
+Three check kinds live here rather than in hardening/checks.py. They are ``Command``
+subclasses (kind "command", so the Control model accepts them) with their own judging:
+``PackagesAbsent`` (several package names, one verdict), ``FileExact`` (a file's whole
+content equals what the role writes) and ``DeviceNodes`` (not applicable when a host has no
+such device nodes).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from hardening.checks import Command, FileContent, Package, ServiceState, Verdict
+from hardening.model import Control, References
+
+# --- check kinds local to this area ------------------------------------------------------
+
+
+class PackagesAbsent(Command):
+    """None of `names` is installed (a package left with only its configuration counts as removed)."""
+
+    names: list[str]
+    command: str = ""
+    describe: str = "packages absent"
+
+    def script(self) -> str:
+        names = " ".join(shlex.quote(n) for n in self.names)
+        return f"dpkg-query -W -f='${{Package}} ${{Status}} ${{Version}}\\n' {names} 2>/dev/null; true"
+
+    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
+        names = installed_packages(evidence)
+        versions = {line.split()[0]: line.split()[-1] for line in evidence.splitlines() if len(line.split()) >= 5}
+        installed = [f"{name} {versions.get(name, '')}".strip() for name in names]
+        if installed:
+            return Verdict("fail", "installed: " + ", ".join(installed))
+        return Verdict("pass", "not installed: " + ", ".join(self.names))
+
+
+class FileExact(Command):
+    """A file's whole content is exactly `content` (the text the role writes)."""
+
+    path: str
+    content: str
+    command: str = ""
+    describe: str = "file content"
+
+    def script(self) -> str:
+        p = shlex.quote(self.path)
+        return f"if [ -f {p} ]; then cat {p}; else echo '@@MISSING'; fi"
+
+    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
+        seen = evidence.rstrip("\n").splitlines()
+        want = self.content.rstrip("\n").splitlines()
+        if seen == ["@@MISSING"]:
+            return Verdict("fail", f"{self.path} does not exist")
+        if seen == want:
+            return Verdict("pass", f"{self.path} is Citadel's ({len(want)} lines)")
+        for number, (a, b) in enumerate(zip(seen + [""] * len(want), want + [""] * len(seen)), 1):
+            if a != b:
+                return Verdict("fail", f"{self.path} line {number} is {a[:150]!r}, expected {b[:150]!r}")
+        return Verdict("fail", f"{self.path} differs from Citadel's")
+
+
+class PackageService(Command):
+    """A package is installed and its systemd unit is enabled (starts at boot)."""
+
+    package: str
+    unit: str
+    command: str = ""
+    describe: str = "package and service"
+
+    def script(self) -> str:
+        return (
+            f"echo \"package=$(dpkg-query -W -f='${{Status}} ${{Version}}' {shlex.quote(self.package)} 2>/dev/null)\"; "
+            f"echo \"enabled=$(systemctl is-enabled {shlex.quote(self.unit)} 2>/dev/null)\""
+        )
+
+    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
+        facts = dict(line.split("=", 1) for line in evidence.splitlines() if "=" in line)
+        package, enabled = facts.get("package", "").split(), facts.get("enabled", "").strip()
+        if package[:3] not in (["install", "ok", "installed"], ["hold", "ok", "installed"]):
+            return Verdict("fail", f"{self.package} is not installed ({' '.join(package) or 'unknown'})")
+        if enabled not in ("enabled", "static", "alias"):
+            return Verdict("fail", f"{self.package} {package[-1]} is installed but {self.unit} is {enabled or 'unknown'}")
+        return Verdict("pass", f"{self.package} {package[-1]} installed, {self.unit} {enabled}")
+
+
+class DeviceNodes(Command):
+    """Existing character devices matching `globs` have at most `max_mode` and group `group`.
+
+    Not applicable on a host with no such device nodes (no GPU, or a container).
+    """
+
+    globs: list[str]
+    max_mode: str = "0660"
+    owner: str = "root"
+    group: str
+    command: str = ""
+    describe: str = "device nodes"
+
+    def script(self) -> str:
+        return f"for f in {' '.join(self.globs)}; do [ -c \"$f\" ] && stat -c '%n %a %U %G' \"$f\"; done; true"
+
+    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
+        nodes = [line.split() for line in evidence.splitlines() if len(line.split()) == 4]
+        if not nodes:
+            return Verdict("notapplicable", f"no GPU device nodes ({' '.join(self.globs)}) on this host")
+        bad = []
+        for path, mode, owner, group in nodes:
+            if int(mode, 8) & ~int(self.max_mode, 8) & 0o7777 or owner != self.owner or group != self.group:
+                bad.append(f"{path} {mode} {owner}:{group}")
+        if bad:
+            return Verdict("fail", f"expected {self.max_mode} {self.owner}:{self.group}; " + ", ".join(bad[:10]))
+        return Verdict("pass", f"{len(nodes)} device nodes are {self.max_mode} or stricter, group {self.group}")
+
+
+# --- the data the role applies ------------------------------------------------------------
+
+# Automatic security updates (unattended-upgrades, run by apt's daily timers).
+AUTO_UPGRADES_FILE = "/etc/apt/apt.conf.d/20auto-upgrades"
+PERIODIC = {"APT::Periodic::Update-Package-Lists": "1", "APT::Periodic::Unattended-Upgrade": "1"}
+ORIGINS_FILE = "/etc/apt/apt.conf.d/52citadel-unattended-upgrades"
+SECURITY_ORIGIN = "origin=Debian,codename=${distro_codename}-security,label=Debian-Security"
+UPDATE_TIMERS = ["apt-daily.timer", "apt-daily-upgrade.timer"]
+
+# apt must refuse unauthenticated packages and repositories.
+APT_POLICY_FILE = "/etc/apt/apt.conf.d/99citadel-authenticated"
+INSECURE_APT_KEYS = {
+    "APT::Get::AllowUnauthenticated": "false",
+    "Acquire::AllowInsecureRepositories": "false",
+    "Acquire::AllowDowngradeToInsecureRepositories": "false",
+}
+# The one source allowed to be [trusted=yes]: the site's local, read-only repository
+# (the lab's, and an air-gapped site's if it has not signed its mirror yet).
+LOCAL_REPOSITORY = "file:/srv/citadel-repo"
+SOURCES = ["/etc/apt/sources.list", "/etc/apt/sources.list.d"]
+TRUSTED_YES = r"(\[[^]]*trusted=yes|^[[:space:]]*Trusted:[[:space:]]*yes)"
+
+# Time synchronisation.
+CHRONY_CONF = "/etc/chrony/chrony.conf"
+DEFAULT_TIME_SOURCES = ["pool 2.debian.pool.ntp.org iburst"]
+
+# AppArmor.
+APPARMOR_DIR = "/etc/apparmor.d"
+COMPLAIN_FLAG = r"flags=\([^)]*complain"
+
+# GPU device nodes: readable and writable by the model service's group only.
+GPU_GROUP = "citadel-model"
+GPU_RULES_FILE = "/etc/udev/rules.d/70-citadel-gpu.rules"
+GPU_DEVICE_GLOBS = ["/dev/nvidia*", "/dev/nvidia-caps/*", "/dev/dri/card*", "/dev/dri/renderD*"]
+
+
+def gpu_rules(group: str = GPU_GROUP) -> str:
+    return "\n".join([
+        "# Managed by Citadel (role hardening); see hardening/controls/services.py.",
+        "# GPU device nodes: only the model service's group may open them.",
+        f'KERNEL=="nvidia*", OWNER="root", GROUP="{group}", MODE="0660"',
+        f'SUBSYSTEM=="drm", KERNEL=="card[0-9]*|renderD[0-9]*", OWNER="root", GROUP="{group}", MODE="0660"',
+    ]) + "\n"
+
+
+def chrony_conf(sources: list[str]) -> str:
+    """Debian's chrony.conf with the site's time sources (Citadel owns the file)."""
+    return "\n".join([
+        "# Managed by Citadel (role hardening); see hardening/controls/services.py.",
+        *sources,
+        "sourcedir /etc/chrony/sources.d",
+        "confdir /etc/chrony/conf.d",
+        "keyfile /etc/chrony/chrony.keys",
+        "driftfile /var/lib/chrony/chrony.drift",
+        "ntsdumpdir /var/lib/chrony",
+        "logdir /var/log/chrony",
+        "maxupdateskew 100.0",
+        "rtcsync",
+        "makestep 1 3",
+        "leapsectz right/UTC",
+    ]) + "\n"
+
+
+def apt_value(key: str, accepted: list[str], describe: str) -> Command:
+    """apt's effective value of `key` (after every apt.conf.d file) is one of `accepted` ('' = unset)."""
+    alternatives = "|".join(re.escape(a) for a in accepted)
+    return Command(
+        command=f"eval \"$(apt-config shell v {key})\"; echo \"{key}=$v\"",
+        expect_output=rf"^{re.escape(key)}=({alternatives})$",
+        describe=describe,
+    )
+
+
+def fake_package(name: str) -> str:
+    """Break recipe: install a stand-in package called `name` (hosts are air-gapped, so the real
+    one cannot be fetched). Its epoch keeps it clear of other packages' Breaks on old versions."""
+    control = (
+        f"Package: {name}\\nVersion: 99:0-citadel-break\\nArchitecture: all\\n"
+        "Maintainer: Citadel tests <tests@invalid>\\nDescription: stand-in for a break test\\n"
+    )
+    return (
+        f"d=$(mktemp -d) && mkdir -p $d/pkg/DEBIAN && printf '{control}' > $d/pkg/DEBIAN/control && "
+        f"dpkg-deb -b $d/pkg $d/p.deb >/dev/null && dpkg -i $d/p.deb >/dev/null && rm -rf $d"
+    )
+
+
+def installed_packages(evidence: str) -> list[str]:
+    """Names from `dpkg-query -W -f='${Package} ${Status}'` lines that are (even partly) installed."""
+    names = []
+    for line in evidence.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[1] in ("install", "hold") and parts[3] != "not-installed" and parts[3] != "config-files":
+            names.append(parts[0])
+        elif len(parts) >= 4 and parts[1] in ("deinstall", "purge") and parts[3] not in ("not-installed", "config-files"):
+            names.append(parts[0])
+    return names
+
+
+@dataclass(frozen=True)
+class Unwanted:
+    id: str
+    packages: list[str]  # the first is the one the break test installs
+    title: str
+    rationale: str
+    severity: str
+    cis: list[str]
+    nist: list[str]
+    devsec: list[str]
+    threats: tuple[str, ...] = ("T9",)
+
+
+CLEARTEXT = "It speaks a cleartext protocol: credentials and patient data cross the network readable by anyone on the path."
+UNWANTED = [
+    Unwanted("svc-no-inetd", ["openbsd-inetd", "inetutils-inetd", "rlinetd"], "No inetd super-server is installed",
+             "inetd starts network services on demand outside systemd's view, so they escape the service inventory and the firewall review.",
+             "high", ["2.2"], ["CM-7"], ["package-01"], ("T9", "T6")),
+    Unwanted("svc-no-xinetd", ["xinetd"], "xinetd is not installed",
+             "xinetd starts network services on demand outside systemd's view, so they escape the service inventory and the firewall review.",
+             "high", ["2.2"], ["CM-7"], ["package-01"], ("T9", "T6")),
+    Unwanted("svc-no-telnetd", ["telnetd", "inetutils-telnetd", "telnetd-ssl"], "No telnet server is installed",
+             "A telnet server accepts logins in cleartext. " + CLEARTEXT, "critical", ["2.2"], ["CM-7", "IA-2", "SC-8"], ["package-02"]),
+    Unwanted("svc-no-telnet-client", ["telnet", "inetutils-telnet"], "No telnet client is installed",
+             "A telnet client invites administrators to type credentials over cleartext links. " + CLEARTEXT,
+             "medium", ["2.3.4"], ["CM-7", "SC-8"], []),
+    Unwanted("svc-no-rsh-server", ["rsh-server", "rsh-redone-server"], "No rsh/rlogin server is installed",
+             "The r-commands authenticate by host name and send everything in cleartext. " + CLEARTEXT,
+             "critical", ["2.2"], ["CM-7", "IA-2"], ["package-03"]),
+    Unwanted("svc-no-rsh-client", ["rsh-client", "rsh-redone-client"], "No rsh/rlogin client is installed",
+             "The r-commands authenticate by host name and send everything in cleartext. " + CLEARTEXT,
+             "medium", ["2.3.2"], ["CM-7"], []),
+    Unwanted("svc-no-nis", ["nis", "ypserv"], "NIS (ypserv, ypbind) is not installed",
+             "NIS hands out account and password-hash maps to anyone who asks, with no real authentication.",
+             "high", ["2.2", "2.3.1"], ["CM-7", "IA-5"], ["package-05"]),
+    Unwanted("svc-no-talk", ["talk", "talkd", "inetutils-talk", "inetutils-talkd"], "talk is not installed",
+             "talk is an unauthenticated cleartext chat service: an unneeded network surface on a clinical host.",
+             "low", ["2.3.3"], ["CM-7"], []),
+    Unwanted("svc-no-tftp-server", ["tftpd-hpa", "tftpd", "atftpd"], "No TFTP server is installed",
+             "TFTP has no authentication at all: anyone who can reach it can read (and often write) the files it serves.",
+             "high", ["2.2"], ["CM-7", "AC-3"], ["package-06"], ("T9", "T10")),
+    Unwanted("svc-no-tftp-client", ["tftp-hpa", "tftp", "atftp"], "No TFTP client is installed",
+             "A TFTP client is an unauthenticated way to move files, patient data included, off the host.",
+             "low", ["2.3.5"], ["CM-7"], [], ("T9", "T10")),
+    Unwanted("svc-no-ftp", ["ftp", "inetutils-ftp", "tnftp", "vsftpd", "proftpd-core", "pure-ftpd"], "No FTP client or server is installed",
+             "FTP sends credentials and files in cleartext. " + CLEARTEXT, "medium", ["2.2", "2.3"], ["CM-7", "SC-8"], [], ("T9", "T10")),
+    Unwanted("svc-no-avahi", ["avahi-daemon"], "avahi-daemon (mDNS/DNS-SD) is not installed",
+             "Avahi announces the host and its services to the whole network segment, helping an attacker map GPU hosts in the clinical network.",
+             "medium", ["2.2"], ["CM-7"], []),
+    Unwanted("svc-no-cups", ["cups-daemon", "cups"], "The CUPS print server is not installed",
+             "A print server on an inference host is unneeded network surface with a history of remote vulnerabilities.",
+             "medium", ["2.2"], ["CM-7"], [], ("T9", "T6")),
+    Unwanted("svc-no-rpcbind", ["rpcbind"], "rpcbind is not installed",
+             "rpcbind exposes RPC services and can be abused for traffic amplification; a GPU host serves no NFS or NIS.",
+             "medium", ["2.2"], ["CM-7"], [], ("T9", "T5")),
+    Unwanted("svc-no-snmpd", ["snmpd"], "The SNMP daemon is not installed",
+             "SNMP v1/v2c community strings are cleartext passwords and the agent discloses process lists and network details.",
+             "medium", ["2.2"], ["CM-7", "SC-8"], []),
+    Unwanted("svc-no-prelink", ["prelink"], "prelink is not installed",
+             "prelink rewrites binaries in place, which defeats file-integrity checking (AIDE) and weakens address randomisation.",
+             "medium", ["1.5"], ["SI-7", "SI-16"], ["package-09"], ("T9", "T8")),
+    Unwanted("svc-no-apport", ["apport", "whoopsie"], "No crash reporter (apport, whoopsie) is installed",
+             "Crash reporters collect core dumps, which on an inference host hold prompts and patient data, and may send them off the host.",
+             "high", ["1.5"], ["SI-11", "SC-28"], [], ("T10", "T3")),
+    Unwanted("svc-no-xserver", ["xserver-xorg-core", "xserver-xorg"], "No X Window System server is installed",
+             "A graphical server adds a large, privileged code base a headless GPU host never needs.",
+             "medium", ["2.2"], ["CM-7"], []),
+    Unwanted("svc-no-ldap-server", ["slapd"], "No LDAP server is installed",
+             "A directory server holds credentials; one on an inference host is an unmanaged copy of the hospital's identities.",
+             "medium", ["2.2"], ["CM-7"], []),
+]
+
+UNWANTED_PACKAGES = [name for u in UNWANTED for name in u.packages]
+
+AUDIT = ["164.312(b)"]
+INTEGRITY = ["164.312(c)(1)"]
+
+
+def _unwanted(u: Unwanted) -> Control:
+    return Control(
+        id=u.id,
+        title=u.title,
+        rationale=u.rationale,
+        severity=u.severity,
+        refs=References(nist=u.nist, cis=u.cis, threats=list(u.threats), devsec=u.devsec),
+        check=PackagesAbsent(names=u.packages, describe=u.title),
+        remediation="hardening",
+        break_with=fake_package(u.packages[0]),
+    )
+
+
+UPDATES_RATIONALE = (
+    "Unpatched packages are the commonest way in (threat model M3). An air-gapped GPU host gets its "
+    "security fixes only from the site's mirror, and only if unattended-upgrades installs them daily "
+    "without waiting for an administrator; the mirror must keep Debian's Release metadata so the "
+    "security origin still matches."
+)
+
+CONTROLS: list[Control] = [
+    # --- automatic security updates -----------------------------------------------------
+    Control(
+        id="svc-unattended-upgrades-installed",
+        title="unattended-upgrades is installed",
+        rationale=UPDATES_RATIONALE,
+        severity="high",
+        refs=References(nist=["SI-2", "SI-2(2)"], cis=["1.2.2.1"], threats=["T6", "T8", "T9"]),
+        check=Package(name="unattended-upgrades"),
+        remediation="hardening",
+        break_with="dpkg --remove unattended-upgrades >/dev/null",
+    ),
+    Control(
+        id="svc-apt-periodic-update-lists",
+        title="apt refreshes its package lists daily",
+        rationale=UPDATES_RATIONALE + " Without fresh lists, unattended-upgrades sees no new fixes.",
+        severity="medium",
+        refs=References(nist=["SI-2"], cis=["1.2.2.1"], threats=["T6", "T8"]),
+        check=apt_value("APT::Periodic::Update-Package-Lists", ["1"], "apt's effective APT::Periodic::Update-Package-Lists"),
+        remediation="hardening",
+        break_with=f"sed -i 's/Update-Package-Lists \"1\"/Update-Package-Lists \"0\"/' {AUTO_UPGRADES_FILE}",
+    ),
+    Control(
+        id="svc-apt-periodic-unattended-upgrade",
+        title="apt runs unattended-upgrade daily",
+        rationale=UPDATES_RATIONALE,
+        severity="high",
+        refs=References(nist=["SI-2", "SI-2(2)"], cis=["1.2.2.1"], threats=["T6", "T8"]),
+        check=apt_value("APT::Periodic::Unattended-Upgrade", ["1"], "apt's effective APT::Periodic::Unattended-Upgrade"),
+        remediation="hardening",
+        break_with=f"sed -i 's/Unattended-Upgrade \"1\"/Unattended-Upgrade \"0\"/' {AUTO_UPGRADES_FILE}",
+    ),
+    Control(
+        id="svc-unattended-upgrades-security-origin",
+        title="unattended-upgrades installs from the Debian security archive",
+        rationale=UPDATES_RATIONALE + " The security archive must be among its allowed origins.",
+        severity="high",
+        refs=References(nist=["SI-2"], cis=["1.2.2.1"], threats=["T6", "T8"]),
+        check=Command(
+            command="apt-config dump Unattended-Upgrade::Origins-Pattern Unattended-Upgrade::Allowed-Origins | grep -iE 'security' || true",
+            expect_output=r"(codename=\$\{distro_codename\}-security|-security|Debian-Security)",
+            describe="security origins allowed to unattended-upgrades",
+        ),
+        remediation="hardening",
+        break_with=f"sed -i '/[Ss]ecurity/d' /etc/apt/apt.conf.d/50unattended-upgrades {ORIGINS_FILE}",
+    ),
+    Control(
+        id="svc-apt-daily-upgrade-timer",
+        title="apt's daily upgrade timer is enabled and active",
+        rationale=UPDATES_RATIONALE + " The timer is what actually starts unattended-upgrade.",
+        severity="medium",
+        refs=References(nist=["SI-2(2)"], cis=["1.2.2.1"], threats=["T6", "T8"]),
+        check=ServiceState(unit="apt-daily-upgrade.timer", enabled=True, active=True),
+        remediation="hardening",
+        break_with="systemctl disable --now apt-daily-upgrade.timer 2>/dev/null",
+    ),
+    # --- apt trusts only signed packages --------------------------------------------------
+    Control(
+        id="svc-apt-no-unauthenticated",
+        title="apt refuses unauthenticated packages",
+        rationale=(
+            "With AllowUnauthenticated, apt installs packages whose signatures it cannot verify: anyone on the path "
+            "to the mirror, or who can write to it, can run code as root on the host that holds patient data."
+        ),
+        severity="critical",
+        refs=References(hipaa=INTEGRITY, nist=["SI-7", "CM-14", "SR-11"], cis=["1.2.1.1"], owasp_llm=["LLM03"], threats=["T8", "T6"]),
+        check=apt_value("APT::Get::AllowUnauthenticated", ["", "false", "no", "0", "off"], "apt's effective APT::Get::AllowUnauthenticated"),
+        remediation="hardening",
+        break_with="echo 'APT::Get::AllowUnauthenticated \"true\";' > /etc/apt/apt.conf.d/99zz-break-unauthenticated",
+    ),
+    Control(
+        id="svc-apt-no-insecure-repositories",
+        title="apt refuses unsigned repositories and downgrades to them",
+        rationale=(
+            "AllowInsecureRepositories lets apt use repository indexes with no valid signature, so a tampered "
+            "mirror can substitute any package; on a clinical GPU host that is code execution as root."
+        ),
+        severity="critical",
+        refs=References(hipaa=INTEGRITY, nist=["SI-7", "SR-11"], cis=["1.2.1.1"], owasp_llm=["LLM03"], threats=["T8", "T6"]),
+        check=Command(
+            command=(
+                "for k in Acquire::AllowInsecureRepositories Acquire::AllowDowngradeToInsecureRepositories; do "
+                "eval \"$(apt-config shell v $k)\"; echo \"$k=${v:-unset}\"; done"
+            ),
+            expect_output=r"\A(?:\S+=(?:unset|false|no|0|off)\s*)+\Z",
+            describe="apt's effective insecure-repository settings",
+        ),
+        remediation="hardening",
+        break_with="echo 'Acquire::AllowInsecureRepositories \"true\";' > /etc/apt/apt.conf.d/99zz-break-insecure",
+    ),
+    Control(
+        id="svc-apt-sources-signed",
+        title="No apt source is trusted without a signature, except the site's local repository",
+        rationale=(
+            "[trusted=yes] turns off signature checking for a source, so whoever controls it or the path to it "
+            f"controls what runs as root. The single exception is the site's declared local repository {LOCAL_REPOSITORY}: "
+            "a read-only bind mount the site builds itself (the lab's air-gapped repository has no signing key). "
+            "That exception trusts whoever can write the repository directory; a production site should sign its "
+            "mirror and use signed-by, after which the exception matches nothing."
+        ),
+        severity="critical",
+        refs=References(hipaa=INTEGRITY, nist=["SI-7", "CM-14", "SR-11"], cis=["1.2.1.1", "1.2.1.2"], owasp_llm=["LLM03"], threats=["T8", "T6"]),
+        check=Command(
+            command=(
+                f"! grep -rsHnE '{TRUSTED_YES}' {' '.join(SOURCES)} | grep -vF '{LOCAL_REPOSITORY}'"
+            ),
+            describe="no [trusted=yes] source besides the local repository",
+        ),
+        remediation="hardening",
+        break_with="echo 'deb [trusted=yes] http://10.255.255.1/debian bookworm main' > /etc/apt/sources.list.d/break-unsigned.list",
+    ),
+    # --- time synchronisation ----------------------------------------------------------
+    Control(
+        id="svc-chrony-enabled",
+        title="chrony (time synchronisation) is installed and starts at boot",
+        rationale=(
+            "Audit trails are evidence only if their timestamps can be trusted and correlated across hosts "
+            "(164.312(b)); TLS certificate and token validity also depend on a correct clock. A time daemon "
+            "that is missing or does not start at boot leaves the clock, and every audit record, drifting."
+        ),
+        severity="medium",
+        refs=References(hipaa=AUDIT, nist=["AU-8", "SC-45"], cis=["2.3.1.1", "2.3.3.3"], threats=["T9", "T10"]),
+        check=PackageService(package="chrony", unit="chrony.service", describe="chrony"),
+        remediation="hardening",
+        break_with="systemctl disable chrony 2>/dev/null",
+    ),
+    Control(
+        id="svc-chrony-sources",
+        title="chrony has at least one time server or pool configured",
+        rationale=(
+            "Without a source chrony cannot correct the clock; audit records from different hosts can then not be "
+            "put in order when an incident involving patient data is reconstructed."
+        ),
+        severity="medium",
+        refs=References(hipaa=AUDIT, nist=["AU-8(1)", "SC-45(1)"], cis=["2.3.3.1"], threats=["T9"]),
+        check=FileContent(path=CHRONY_CONF, pattern=r"^[[:space:]]*(server|pool)[[:space:]]+[^[:space:]]+"),
+        remediation="hardening",
+        break_with=f"sed -i -E '/^[[:space:]]*(server|pool|peer)[[:space:]]/d' {CHRONY_CONF}",
+    ),
+    Control(
+        id="svc-chrony-synchronised",
+        title="chronyd is running and keeping the clock synchronised",
+        rationale=(
+            "Only a running chronyd with a reachable source keeps audit timestamps correct. It needs CAP_SYS_TIME, "
+            "which a container does not have: verified on a VM or bare metal only."
+        ),
+        severity="medium",
+        refs=References(hipaa=AUDIT, nist=["AU-8", "SC-45"], cis=["2.3.3.3"], threats=["T9"]),
+        check=Command(
+            command="systemctl is-active chrony && chronyc -n tracking | grep -E '^(Reference ID|Leap status|System time)'",
+            expect_output=r"^Leap status\s*:\s*Normal",
+            describe="chronyd tracking",
+        ),
+        remediation="hardening",
+        scope="kernel",
+        break_with="systemctl stop chrony",
+    ),
+    # --- AppArmor -----------------------------------------------------------------------
+    Control(
+        id="svc-apparmor-enabled",
+        title="AppArmor is installed and its service loads the profiles at boot",
+        rationale=(
+            "Mandatory access control confines the model server and its helpers (nvidia-modprobe, chronyd): "
+            "remote code execution through the serving stack then cannot read what the profile does not allow. "
+            "Profiles that are not loaded at boot confine nothing."
+        ),
+        severity="high",
+        refs=References(hipaa=["164.312(a)(1)"], nist=["AC-3(3)", "AC-6"], cis=["1.3.1.1", "1.3.1.2"], threats=["T6", "T9"]),
+        check=PackageService(package="apparmor", unit="apparmor.service", describe="AppArmor"),
+        remediation="hardening",
+        break_with="systemctl disable apparmor 2>/dev/null",
+    ),
+    Control(
+        id="svc-apparmor-profiles-enforce",
+        title="No AppArmor profile is configured in complain mode",
+        rationale=(
+            "A profile in complain mode only logs what it should block, so a compromised service can still read "
+            "patient data; every installed profile must be configured to enforce."
+        ),
+        severity="high",
+        refs=References(hipaa=["164.312(a)(1)"], nist=["AC-3(3)", "AC-6"], cis=["1.3.1.4"], threats=["T6", "T9"]),
+        check=Command(
+            command=(
+                f"bad=$(grep -lsE '{COMPLAIN_FLAG}' {APPARMOR_DIR}/* ; ls -A {APPARMOR_DIR}/force-complain 2>/dev/null); "
+                "echo \"complain: ${bad:-none}\"; [ -z \"$bad\" ]"
+            ),
+            describe="AppArmor profiles configured in complain mode",
+        ),
+        remediation="hardening",
+        break_with=f"sed -i 's/^profile lsb_release {{/profile lsb_release flags=(complain) {{/' {APPARMOR_DIR}/lsb_release",
+    ),
+    Control(
+        id="svc-apparmor-enforcing",
+        title="AppArmor is enabled in the kernel with profiles enforced, none complaining",
+        rationale=(
+            "Only the kernel enforces profiles. A container shares the lab machine's kernel (which has no AppArmor): "
+            "verified on a VM or bare metal only."
+        ),
+        severity="high",
+        refs=References(hipaa=["164.312(a)(1)"], nist=["AC-3(3)", "AC-6"], cis=["1.3.1.2", "1.3.1.3", "1.3.1.4"], threats=["T6", "T9"]),
+        check=Command(
+            command=(
+                "aa-enabled && e=$(aa-status --enforced) && c=$(aa-status --complaining) && "
+                "echo \"enforced=$e complaining=$c\" && [ \"$e\" -gt 0 ] && [ \"$c\" -eq 0 ]"
+            ),
+            describe="AppArmor in the kernel",
+        ),
+        remediation="hardening",
+        scope="kernel",
+        break_with="aa-complain /etc/apparmor.d/lsb_release",
+    ),
+    # --- GPU device nodes -----------------------------------------------------------------
+    Control(
+        id="svc-gpu-model-group",
+        title=f"The model service's group {GPU_GROUP} exists as a system group",
+        rationale=(
+            "GPU memory holds model weights and, during inference, patient prompts and outputs; only the model "
+            "service's group may open the GPU, and that group must exist for the device rule to apply."
+        ),
+        severity="medium",
+        refs=References(hipaa=["164.312(a)(1)"], nist=["AC-6", "AC-3"], threats=["T3", "T10", "T7"]),
+        check=Command(
+            command=f"getent group {GPU_GROUP}",
+            expect_output=rf"^{GPU_GROUP}:[^:]*:[0-9]{{1,3}}:",
+            describe=f"group {GPU_GROUP} with a system gid",
+        ),
+        remediation="hardening",
+        break_with=f"groupdel {GPU_GROUP}",
+    ),
+    Control(
+        id="svc-gpu-udev-rule",
+        title="A udev rule gives GPU device nodes mode 0660 and the model service's group",
+        rationale=(
+            "By default GPU nodes are often world-accessible (0666): any local process could read GPU memory left by "
+            "the model server, patient prompts included, or exhaust the GPU. The rule restricts /dev/nvidia* and "
+            "/dev/dri/{card,renderD}* to root and the model service's group."
+        ),
+        severity="high",
+        refs=References(hipaa=["164.312(a)(1)"], nist=["AC-6", "AC-3", "SC-4"], owasp_llm=["LLM02"], threats=["T3", "T10", "T7"]),
+        check=FileExact(path=GPU_RULES_FILE, content=gpu_rules(), describe="GPU udev rule"),
+        remediation="hardening",
+        break_with=f"sed -i 's/MODE=\"0660\"/MODE=\"0666\"/' {GPU_RULES_FILE}",
+    ),
+    Control(
+        id="svc-gpu-device-nodes",
+        title="Existing GPU device nodes are 0660 or stricter, group of the model service",
+        rationale=(
+            "The rule above is what udev applies; this checks what the nodes actually are (the NVIDIA driver's "
+            "nvidia-modprobe can create them itself, 0666 by default). Any local process able to open them can read "
+            "GPU memory holding patient data or deny service to the model. Not applicable where a host has no GPU nodes."
+        ),
+        severity="high",
+        refs=References(hipaa=["164.312(a)(1)"], nist=["AC-6", "AC-3", "SC-4"], owasp_llm=["LLM02"], threats=["T3", "T10", "T5"]),
+        check=DeviceNodes(globs=GPU_DEVICE_GLOBS, group=GPU_GROUP, describe="GPU device nodes"),
+        remediation="hardening",
+        break_with="for f in " + " ".join(GPU_DEVICE_GLOBS) + "; do [ -c \"$f\" ] && chmod 0666 \"$f\"; done; true",
+    ),
+] + [_unwanted(u) for u in UNWANTED]

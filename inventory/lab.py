@@ -1,0 +1,49 @@
+"""The inventory of the local lab, written by ``citadel lab up``.
+
+It is an ordinary inventory, validated by the same schema as a hospital's: lab hosts get
+pinned host keys (generated before they boot), an unprivileged SSH user with sudo, and the
+lab's own networks. Nothing about it is special-cased elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from inventory.loader import parse_inventory
+
+DEFAULT_LAB_INVENTORY = Path("inventory/lab.yaml")
+
+
+def lab_inventory(lab) -> dict:
+    """The inventory mapping for a `deploy.lab.Lab`."""
+    hosts = {}
+    for lab_host in lab.hosts:
+        hosts[lab_host.name] = {
+            "address": lab_host.address,
+            "groups": ["gpu", "gateway"],
+            "ssh": {"port": lab_host.port, "host_key": lab_host.host_key},
+            "description": f"lab {lab_host.kind}; this machine is {lab_host.controller_address} on its link",
+        }
+    container_links = sorted({f"{h.controller_address}/32" for h in lab.hosts})
+    return {
+        "site": f"lab-{lab.name}",
+        "vault": {"address": "https://127.0.0.1:8200", "flavor": "openbao"},
+        "ssh": {"user": lab.ssh_user, "key": str(lab.ssh_key)},
+        "networks": {"ssh_allowed": container_links, "gateway_allowed": container_links},
+        "hosts": hosts,
+    }
+
+
+def write_lab_inventory(lab, path: Path = DEFAULT_LAB_INVENTORY) -> Path:
+    """Validate and write the lab's inventory (0600: it names the lab's SSH key)."""
+    data = lab_inventory(lab)
+    parse_inventory(data, path)  # never write an inventory our own loader would reject
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Written by `citadel lab up`; removed by `citadel lab down`. Do not edit.\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(header + yaml.safe_dump(data, sort_keys=False))
+    return path

@@ -1,0 +1,264 @@
+"""The inventory schema: what a Citadel site is.
+
+One pydantic model tree, used by the loader, the deploy runner, the roles (through
+host data) and the audit. Every model forbids unknown keys, so a mistyped setting is an
+error instead of a silently ignored safe-looking default.
+
+Example (the smallest valid site)::
+
+    site: demo
+    vault: {address: "https://vault.example.org:8200"}
+    hosts:
+      gpu-01:
+        address: 10.20.1.11
+        groups: [gpu]
+        ssh: {host_key: "ssh-ed25519 AAAAC3Nza..."}
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
+
+# Names become pyinfra host names, systemd unit suffixes and file names: keep them plain.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+# The host groups a role can target. Adding one is a design change, not a typo away.
+GroupName = Literal["gpu", "gateway"]
+
+HOST_KEY_TYPES = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+)
+
+
+class Strict(BaseModel):
+    """Base for every inventory model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def _check_address(value: str) -> str:
+    """An IP address or a DNS host name (RFC 1123), nothing else."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    label = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+    # A dotted string of digits is a mistyped IP address, not a host name.
+    if re.fullmatch(r"[0-9.]+", value) or not re.fullmatch(rf"{label}(\.{label})*", value):
+        raise ValueError(f"expected an IP address or a DNS host name, got {value!r}")
+    return value
+
+
+def _check_network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"expected a network in CIDR form such as 10.20.0.0/24 ({exc})") from None
+
+
+def _check_host_key(value: str) -> str:
+    parts = value.split()
+    if len(parts) < 2 or parts[0] not in HOST_KEY_TYPES or not re.fullmatch(r"[A-Za-z0-9+/=]+", parts[1]):
+        raise ValueError(
+            "expected an OpenSSH public host key line such as 'ssh-ed25519 AAAAC3Nza...' "
+            f"(types: {', '.join(HOST_KEY_TYPES)})"
+        )
+    return f"{parts[0]} {parts[1]}"
+
+
+Address = Annotated[str, AfterValidator(_check_address)]
+Network = Annotated[str, AfterValidator(_check_network)]
+HostKey = Annotated[str, AfterValidator(_check_host_key)]
+
+
+class SSHSettings(Strict):
+    """How the controller reaches a host. Host keys are pinned: no trust on first use."""
+
+    user: str = Field("citadel", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    port: int = Field(22, ge=1, le=65535)
+    key: Path | None = Field(None, description="private key file; default: the SSH agent / ~/.ssh")
+    host_key: HostKey | None = Field(None, description="pinned public host key line")
+    known_hosts: Path | None = Field(None, description="known_hosts file that holds the host's key")
+    sudo: bool = Field(True, description="operations run through sudo (the user must not be root)")
+    connect_timeout: int = Field(10, ge=1, le=300)
+
+
+class SSHDefaults(Strict):
+    """Site-wide SSH defaults; a host's own `ssh` block overrides field by field."""
+
+    user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    port: int | None = Field(None, ge=1, le=65535)
+    key: Path | None = None
+    known_hosts: Path | None = None
+    sudo: bool | None = None
+    connect_timeout: int | None = Field(None, ge=1, le=300)
+
+
+class GPUs(Strict):
+    count: int = Field(0, ge=0, le=64)
+    model: str | None = Field(None, max_length=80, description="e.g. 'NVIDIA H100 80GB'")
+
+    @model_validator(mode="after")
+    def _model_needs_count(self) -> GPUs:
+        if self.count == 0 and self.model:
+            raise ValueError("a GPU model is given but count is 0")
+        return self
+
+
+class Host(Strict):
+    address: Address
+    groups: list[GroupName] = Field(min_length=1)
+    ssh: SSHSettings | None = None
+    gpus: GPUs = GPUs()
+    models: list[Name] = Field(default_factory=list, description="names of sealed models it serves")
+    description: str | None = Field(None, max_length=200)
+
+    @field_validator("groups")
+    @classmethod
+    def _unique_groups(cls, groups: list[str]) -> list[str]:
+        if len(set(groups)) != len(groups):
+            raise ValueError("a group is listed twice")
+        return groups
+
+
+class Vault(Strict):
+    """The Vault or OpenBao server. VAULT_ADDR / BAO_ADDR override `address` at run time."""
+
+    address: HttpUrl
+    ca_file: Path | None = Field(None, description="CA bundle that signed the server's certificate")
+    flavor: Literal["vault", "openbao"] = "openbao"
+    kv_mount: Name = "citadel"
+    transit_mount: Name = "citadel-transit"
+    pki_mount: Name = "citadel-pki"
+
+    @field_validator("address")
+    @classmethod
+    def _tls_only(cls, url: HttpUrl) -> HttpUrl:
+        # Secrets travel over this link: plain HTTP is refused outright, not merely warned.
+        if url.scheme != "https":
+            raise ValueError("Vault must be reached over https (plain http would expose secrets)")
+        return url
+
+
+class OutboundRule(Strict):
+    """One destination hosts may connect to. Anything not listed is dropped and logged."""
+
+    to: Network
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(min_length=1)
+    protocol: Literal["tcp", "udp"] = "tcp"
+    why: str = Field(min_length=3, max_length=200, description="shown in the firewall rule's comment")
+
+
+class Networks(Strict):
+    """Who may reach what. Empty lists mean nobody: the safe default."""
+
+    ssh_allowed: list[Network] = Field(default_factory=list)
+    gateway_allowed: list[Network] = Field(default_factory=list)
+    outbound: list[OutboundRule] = Field(
+        default_factory=list, description="destinations hosts may reach besides Vault (DNS, NTP, the package mirror)"
+    )
+
+
+class Model(Strict):
+    """A model the site serves; its sealed copy is produced by `citadel model seal`."""
+
+    revision: str = Field("main", max_length=80)
+    max_model_len: int = Field(4096, ge=16, le=1_048_576)
+
+
+class Settings(Strict):
+    """Site-wide behaviour. Every default is the safe one; weakening one is an explicit opt-in."""
+
+    ssh_password_auth: bool = False
+    permit_root_login: bool = False
+    core_dumps: bool = False
+    usb_storage: bool = False
+    swap: Literal["off", "encrypted"] = "off"
+    automatic_security_updates: bool = True
+    login_banner: str = Field(
+        "Authorised use only. Activity on this system is monitored and recorded.",
+        min_length=1,
+        max_length=2000,
+    )
+    time_servers: list[Address] = Field(
+        default_factory=list, description="NTP servers (chrony); empty: Debian's pool, unreachable when air-gapped"
+    )
+    transit_key_max_age_days: int = Field(90, ge=1, le=3650)
+    vllm_trust_remote_code: list[Name] = Field(
+        default_factory=list, description="models allowed to run their own code (opt-in by name)"
+    )
+    vllm_runtime_lora: list[Name] = Field(
+        default_factory=list, description="models allowed runtime LoRA loading (opt-in by name)"
+    )
+
+
+class Inventory(Strict):
+    """A whole site: the root of the inventory file."""
+
+    site: Name
+    vault: Vault
+    ssh: SSHDefaults = SSHDefaults()
+    networks: Networks = Networks()
+    settings: Settings = Settings()
+    models: dict[Name, Model] = Field(default_factory=dict)
+    hosts: dict[Name, Host] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Inventory:
+        problems: list[str] = []
+        seen: dict[tuple[str, int], str] = {}
+        for name, host in self.hosts.items():
+            ssh = self.ssh_for(name)
+            endpoint = (host.address, ssh.port)
+            if endpoint in seen:
+                problems.append(f"hosts.{name}.address: {host.address}:{ssh.port} is also used by host {seen[endpoint]}")
+            seen[endpoint] = name
+            if ssh.host_key is None and ssh.known_hosts is None:
+                problems.append(
+                    f"hosts.{name}.ssh: no pinned host key: set ssh.host_key or ssh.known_hosts "
+                    "(Citadel never trusts a host key on first use)"
+                )
+            if ssh.user == "root" and ssh.sudo:
+                problems.append(f"hosts.{name}.ssh.user: log in as an unprivileged user with sudo, not root")
+            for model in host.models:
+                if model not in self.models:
+                    problems.append(f"hosts.{name}.models: model {model!r} is not declared under models:")
+            if host.models and "gpu" not in host.groups:
+                problems.append(f"hosts.{name}.models: only hosts in the 'gpu' group serve models")
+        for key in ("vllm_trust_remote_code", "vllm_runtime_lora"):
+            for model in getattr(self.settings, key):
+                if model not in self.models:
+                    problems.append(f"settings.{key}: model {model!r} is not declared under models:")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def ssh_for(self, host_name: str) -> SSHSettings:
+        """The effective SSH settings of a host: its own block over the site defaults."""
+        own = self.hosts[host_name].ssh
+        merged = {k: v for k, v in self.ssh.model_dump().items() if v is not None}
+        if own is not None:
+            merged.update(own.model_dump(exclude_unset=True))
+        return SSHSettings(**merged)
+
+    def hosts_in(self, group: str) -> list[str]:
+        return [name for name, host in self.hosts.items() if group in host.groups]

@@ -1,0 +1,251 @@
+"""Apply the filesystem controls from their own tables (hardening/controls/filesystem.py).
+
+One read-only fact gathers what the host looks like (container or not, which optional files
+exist, set-id bits, fstab, loaded modules, active swap, current mount options, sudoers.d
+drop-ins); every fix below is then a pyinfra operation that does nothing when the host
+already complies, so a second deploy changes nothing.
+
+What a container cannot change (its kernel is the lab machine's: loaded modules, active
+swap) is still configured for boot, and reported as written-but-not-applied.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+import shlex
+
+from pyinfra import host
+from pyinfra.facts.server import Command
+from pyinfra.operations import files, server, systemd
+
+from hardening.controls.filesystem import (
+    ABSENT, CITADEL_CONFIG, COREDUMP_CONTENT, COREDUMP_FILE, LIMITS_CONTENT, LIMITS_FILE, MODULES, MOUNT_OPTIONS, MOUNTS,
+    PATHS, SUDOERS_D, SUDOERS_D_MODE, SUID_BLACKLIST, SWAP_TARGET_LINK, SYSTEM_CONTENT, SYSTEM_FILE, BlockedModule,
+    MountPolicy, modprobe_file,
+)
+
+logger = logging.getLogger(__name__)
+
+# apt extracts packages' debconf config scripts to a temporary directory and runs them from
+# there: with /tmp mounted noexec it needs a directory of its own.
+APT_TMP_CONF = "/etc/apt/apt.conf.d/50citadel-extract-templates"
+APT_TMP_DIR = "/var/cache/apt/citadel-extract"
+APT_TMP_CONTENT = (
+    "// Managed by Citadel: /tmp is mounted noexec, so debconf config scripts are extracted here.\n"
+    f'APT::ExtractTemplates::TempDir "{APT_TMP_DIR}";\n'
+)
+
+_SWAP_NOTE = "disabled by Citadel: no swap (prompts and model weights stay in RAM)"
+
+
+# ---------------------------------------------------------------------------- pure helpers
+
+
+def modprobe_conf(group: str, modules: list[BlockedModule]) -> str:
+    lines = [f"# Managed by Citadel (hardening/controls/filesystem.py): {group} this host never needs."]
+    for mod in modules:
+        lines += [f"install {mod.module} /bin/false", f"blacklist {mod.module}"]
+    return "\n".join(lines) + "\n"
+
+
+def blocked_modules(settings) -> dict[str, list[BlockedModule]]:
+    """The modules to block per configuration file; a site setting can allow one (usb_storage)."""
+    groups: dict[str, list[BlockedModule]] = {}
+    for mod in MODULES:
+        groups.setdefault(mod.group, [])
+        if mod.setting is None or not getattr(settings, mod.setting, False):
+            groups[mod.group].append(mod)
+    return groups
+
+
+def rewrite_fstab(text: str, swap_off: bool, mounts: list[MountPolicy] = MOUNTS) -> str:
+    """fstab with swap entries commented out and /tmp, /dev/shm carrying nodev,nosuid,noexec.
+
+    Only those lines change; every other line is kept byte for byte. A mount point with no
+    entry gets the policy's default tmpfs line. Applying it twice gives the same text.
+    """
+    by_mountpoint = {m.mountpoint: m for m in mounts}
+    seen: set[str] = set()
+    out: list[str] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#") or len(fields) < 3:
+            out.append(line)
+            continue
+        if swap_off and fields[2] == "swap":
+            out.append(f"# {line}  # {_SWAP_NOTE}")
+            continue
+        if fields[1] in by_mountpoint:
+            seen.add(fields[1])
+            options = fields[3].split(",") if len(fields) > 3 else ["defaults"]
+            kept = [o for o in options if o not in ("exec", "suid", "dev")]
+            wanted = kept + [o for o in MOUNT_OPTIONS if o not in kept]
+            if wanted != options:
+                rest = fields[4:] if len(fields) > 4 else ["0", "0"]
+                line = " ".join([*fields[:3], ",".join(wanted), *rest])
+        out.append(line)
+    for mount in mounts:
+        if mount.mountpoint not in seen:
+            out.append(mount.default_line)
+    return "\n".join(out) + "\n"
+
+
+def state_script() -> str:
+    optional = " ".join(shlex.quote(p.path) for p in PATHS if p.if_present)
+    suid = " ".join(shlex.quote(p) for p in SUID_BLACKLIST)
+    loaded = "|".join(m.module.replace("-", "_") for m in MODULES)
+    mountpoints = " ".join(m.mountpoint for m in MOUNTS)
+    return "; ".join([
+        'v=$(systemd-detect-virt --container 2>/dev/null); echo "virt ${v:-none}"',
+        f'for p in {optional}; do [ -e "$p" ] && echo "exists $p"; done',
+        f'for p in {suid}; do [ -e "$p" ] && [ -n "$(find "$p" -maxdepth 0 -perm /6000 2>/dev/null)" ] && echo "setid $p"; done',
+        'echo "fstab $(base64 -w0 /etc/fstab 2>/dev/null)"',
+        f"grep -oE '^({loaded}) ' /proc/modules 2>/dev/null | sed 's/^/loaded /'",
+        'echo "swaps $(tail -n +2 /proc/swaps 2>/dev/null | wc -l)"',
+        f'for m in {mountpoints}; do echo "mount $m $(findmnt -n -o OPTIONS --mountpoint $m 2>/dev/null)"; done',
+        f"find {SUDOERS_D} -mindepth 1 -maxdepth 1 -type f -printf 'sudoersd %p\\n' 2>/dev/null",
+        f"find {CITADEL_CONFIG} -xdev -mindepth 1 -maxdepth 4 ! -type l -perm /0022 -printf 'writable %p\\n' 2>/dev/null",
+        'command -v update-initramfs >/dev/null 2>&1 && echo "initramfs yes"',
+        "true",
+    ])
+
+
+def parse_state(output: str | None) -> dict:
+    state: dict = {"virt": "none", "exists": set(), "setid": [], "fstab": "", "loaded": [], "swaps": 0,
+                   "mount": {}, "sudoersd": [], "writable": [], "initramfs": False}
+    for line in (output or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "virt":
+            state["virt"] = value.strip() or "none"
+        elif key == "exists":
+            state["exists"].add(value)
+        elif key in ("setid", "sudoersd", "writable"):
+            state[key].append(value)
+        elif key == "loaded":
+            state["loaded"].append(value.strip())
+        elif key == "fstab":
+            try:
+                state["fstab"] = base64.b64decode(value.strip()).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                state["fstab"] = None  # unreadable: leave the file alone
+        elif key == "swaps":
+            state["swaps"] = int(value.strip() or 0)
+        elif key == "mount":
+            mountpoint, _, options = value.partition(" ")
+            state["mount"][mountpoint] = options.strip()
+        elif key == "initramfs":
+            state["initramfs"] = True
+    return state
+
+
+# ---------------------------------------------------------------------------- the role part
+
+
+def _written_not_applied(what: str) -> None:
+    message = f"{host.name}: {what}"
+    logger.warning(message)
+    host.noop(message)
+
+
+def _paths(state: dict) -> None:
+    for p in PATHS:
+        if p.content is not None:
+            files.put(name=f"{p.path} ({p.id})", src=io.StringIO(p.content), dest=p.path,
+                      user=p.owner, group=p.group, mode=p.mode)
+        elif p.if_present and p.path not in state["exists"]:
+            continue
+        elif p.directory:
+            files.directory(name=f"{p.path} ({p.id})", path=p.path, user=p.owner, group=p.group, mode=p.mode)
+        else:
+            files.file(name=f"{p.path} ({p.id})", path=p.path, user=p.owner, group=p.group, mode=p.mode)
+    for cid, path, *_ in ABSENT:
+        files.file(name=f"No {path} ({cid})", path=path, present=False)
+    for path in state["sudoersd"]:
+        files.file(name=f"{path} root-owned, read-only", path=path, user="root", group="root", mode=SUDOERS_D_MODE)
+    for path in state["writable"]:
+        server.shell(name=f"{path} not writable by group or others", commands=[f"chmod go-w {shlex.quote(path)}"])
+    for path in state["setid"]:
+        server.shell(name=f"No set-id bit on {path}", commands=[f"chmod u-s,g-s {shlex.quote(path)}"])
+
+
+def _modules(site, state: dict, container: bool) -> None:
+    changed = []
+    for group, modules in blocked_modules(site.settings).items():
+        changed.append(files.put(
+            name=f"Kernel modules blocked: {group}", src=io.StringIO(modprobe_conf(group, modules)),
+            dest=modprobe_file(group), user="root", group="root", mode="0644",
+        ))
+    blocked = {m.module.replace("-", "_") for mods in blocked_modules(site.settings).values() for m in mods}
+    loaded = [m for m in state["loaded"] if m in blocked]
+    if container:
+        if loaded:
+            _written_not_applied(f"modules {', '.join(loaded)} are loaded in the parent's kernel; blocked for boot only")
+        return
+    if state["initramfs"]:
+        server.shell(name="Blocked modules also kept out of the initramfs", commands=["update-initramfs -u"],
+                     _if=lambda: any(op.did_change() for op in changed))
+    for module in loaded:
+        server.shell(
+            name=f"Unload blocked module {module}",
+            commands=[f"modprobe -r {module} || echo 'citadel: {module} is in use; it stays loaded until reboot' >&2"],
+        )
+
+
+def _core_dumps(site) -> None:
+    if site.settings.core_dumps:
+        logger.warning("%s: core dumps allowed by settings.core_dumps; the fs-core* controls will fail", host.name)
+        host.noop("core dumps allowed by site.settings.core_dumps")
+        return
+    files.put(name="No core dumps through PAM (root included)", src=io.StringIO(LIMITS_CONTENT), dest=LIMITS_FILE,
+              user="root", group="root", mode="0644")
+    files.put(name="systemd-coredump stores nothing", src=io.StringIO(COREDUMP_CONTENT), dest=COREDUMP_FILE,
+              user="root", group="root", mode="0644")
+    manager = files.put(name="Services start with a core limit of 0", src=io.StringIO(SYSTEM_CONTENT), dest=SYSTEM_FILE,
+                        user="root", group="root", mode="0644")
+    # The manager reads system.conf only when it starts: re-execute it to apply the new default.
+    server.shell(name="Apply the manager's DefaultLimitCORE", commands=["systemctl daemon-reexec"], _if=manager.did_change)
+
+
+def _fstab_and_swap(site, state: dict, container: bool) -> None:
+    swap_off = site.settings.swap == "off"
+    if not swap_off:
+        logger.warning("%s: settings.swap=%s: swap entries kept; the fs-swap* controls will fail", host.name,
+                       site.settings.swap)
+        host.noop(f"swap kept as configured (settings.swap={site.settings.swap})")
+    if state["fstab"] is None:
+        logger.warning("%s: /etc/fstab is not readable as text; left unchanged", host.name)
+    else:
+        files.put(name="fstab: no swap; /tmp and /dev/shm nodev,nosuid,noexec",
+                  src=io.StringIO(rewrite_fstab(state["fstab"], swap_off)), dest="/etc/fstab",
+                  user="root", group="root", mode="0644")
+    if swap_off:
+        mask = files.link(name="swap.target masked", path=SWAP_TARGET_LINK, target="/dev/null", user="root", group="root")
+        systemd.daemon_reload(name="systemd sees swap.target masked", _if=mask.did_change)
+        if state["swaps"]:
+            if container:
+                _written_not_applied("swap is active in the parent's kernel; disabled for boot only")
+            else:
+                server.shell(name="Turn off active swap", commands=["swapoff -a"])
+    for mount in MOUNTS:
+        options = state["mount"].get(mount.mountpoint, "")
+        if not options:
+            _written_not_applied(f"{mount.mountpoint} is not a separate mount; its fstab entry applies at the next boot")
+            continue
+        if any(o not in options.split(",") for o in MOUNT_OPTIONS):
+            server.shell(name=f"Remount {mount.mountpoint} {','.join(MOUNT_OPTIONS)}",
+                         commands=[f"mount -o remount,{','.join(MOUNT_OPTIONS)} {mount.mountpoint}"])
+    files.directory(name="apt's own directory for debconf scripts", path=APT_TMP_DIR, user="root", group="root", mode="0700")
+    files.put(name="apt extracts debconf scripts outside the noexec /tmp", src=io.StringIO(APT_TMP_CONTENT),
+              dest=APT_TMP_CONF, user="root", group="root", mode="0644")
+
+
+def apply(site, entry) -> None:
+    state = parse_state(host.get_fact(Command, command=state_script()))
+    container = state["virt"] != "none"
+    _paths(state)
+    _modules(site, state, container)
+    _core_dumps(site)
+    _fstab_and_swap(site, state, container)

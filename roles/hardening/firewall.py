@@ -1,0 +1,153 @@
+"""Default-deny nftables firewall, inbound and outbound, with allowlists from the inventory.
+
+Inbound: SSH only from ``networks.ssh_allowed``; the gateway's HTTPS port only from
+``networks.gateway_allowed`` on gateway hosts. Outbound: Vault (when its address is an IP)
+and each ``networks.outbound`` rule; everything else is dropped and logged. Before the
+ruleset is loaded, the SSH connection pyinfra is using is checked against the allowlist,
+and the role refuses rather than cut it.
+
+Example (the lab)::
+
+    citadel deploy -i inventory/lab.yaml --role hardening
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from pyinfra import host
+from pyinfra.api import OperationError
+from pyinfra.facts.server import Command
+from pyinfra.operations import apt, files, systemd
+
+from roles.ops import nftables
+
+TABLE = "citadel"
+GATEWAY_PORT = 443
+
+
+def _split(networks: list[str]) -> tuple[list[str], list[str]]:
+    v4 = [n for n in networks if ipaddress.ip_network(n).version == 4]
+    v6 = [n for n in networks if ipaddress.ip_network(n).version == 6]
+    return v4, v6
+
+
+def _set(name: str, family: str, networks: list[str]) -> list[str]:
+    kind = "ipv4_addr" if family == "ip" else "ipv6_addr"
+    elements = f" elements = {{ {', '.join(networks)} }}" if networks else ""
+    return [f"    set {name}_{family} {{ type {kind}; flags interval;{elements} }}"]
+
+
+def _accept_from(set_name: str, family: str, port: int, protocol: str = "tcp") -> str:
+    return f"        {family} saddr @{set_name}_{family} {protocol} dport {port} accept"
+
+
+def _ssh_replies_to(family: str, port: int) -> str:
+    return f"        {family} daddr @ssh_allowed_{family} tcp sport {port} accept"
+
+
+def vault_endpoint(site) -> tuple[str, int] | None:
+    """Vault's (address, port) when its URL names an IP address; a DNS name needs an outbound rule."""
+    parts = urlsplit(str(site.vault.address))
+    try:
+        ipaddress.ip_address(parts.hostname or "")
+    except ValueError:
+        return None
+    return parts.hostname, parts.port or 443
+
+
+def render_ruleset(site, host_name: str) -> str:
+    """The whole ruleset for one host, deterministic so that reruns are no-ops."""
+    entry = site.hosts[host_name]
+    ssh_port = site.ssh_for(host_name).port
+    ssh4, ssh6 = _split(site.networks.ssh_allowed)
+    gw4, gw6 = _split(site.networks.gateway_allowed)
+    lines = [
+        "#!/usr/sbin/nft -f",
+        "# Managed by Citadel (role hardening, area firewall). Edits are overwritten.",
+        "flush ruleset",
+        "",
+        f"table inet {TABLE} {{",
+    ]
+    lines += _set("ssh_allowed", "ip", ssh4) + _set("ssh_allowed", "ip6", ssh6)
+    lines += _set("gateway_allowed", "ip", gw4) + _set("gateway_allowed", "ip6", gw6)
+    lines += [
+        "",
+        "    chain input {",
+        "        type filter hook input priority filter; policy drop;",
+        # SSH from the administrators' networks comes before the invalid-state drop: when
+        # the ruleset is first loaded, conntrack picks the deploy's own SSH connection up
+        # mid-stream without its window scale, marks its segments invalid and the session
+        # stalls (seen on the lab hosts). The TCP stack still rejects bad segments itself.
+        _accept_from("ssh_allowed", "ip", ssh_port),
+        _accept_from("ssh_allowed", "ip6", ssh_port),
+        "        ct state invalid drop",
+        "        ct state established,related accept",
+        '        iif "lo" accept',
+        '        iif != "lo" ip saddr 127.0.0.0/8 drop',
+        '        iif != "lo" ip6 saddr ::1 drop',
+        "        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, packet-too-big } accept",
+        "        icmp type { echo-request, destination-unreachable, time-exceeded } limit rate 10/second accept",
+    ]
+    if "gateway" in entry.groups:
+        lines += [_accept_from("gateway_allowed", "ip", GATEWAY_PORT), _accept_from("gateway_allowed", "ip6", GATEWAY_PORT)]
+    lines += [
+        '        limit rate 5/minute log prefix "citadel-drop-in: " level warn',
+        "    }",
+        "",
+        "    chain forward {",
+        "        type filter hook forward priority filter; policy drop;",
+        '        limit rate 5/minute log prefix "citadel-drop-fwd: " level warn',
+        "    }",
+        "",
+        "    chain output {",
+        "        type filter hook output priority filter; policy drop;",
+        # The SSH server's replies to the administrators, before the invalid drop (see input).
+        _ssh_replies_to("ip", ssh_port),
+        _ssh_replies_to("ip6", ssh_port),
+        "        ct state invalid drop",
+        "        ct state established,related accept",
+        '        oif "lo" accept',
+        "        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, packet-too-big } accept",
+    ]
+    vault = vault_endpoint(site)
+    if vault:
+        family = "ip" if ipaddress.ip_address(vault[0]).version == 4 else "ip6"
+        lines.append(f'        {family} daddr {vault[0]} tcp dport {vault[1]} accept comment "Vault"')
+    for rule in site.networks.outbound:
+        family = "ip" if ipaddress.ip_network(rule.to).version == 4 else "ip6"
+        ports = ", ".join(str(p) for p in rule.ports)
+        comment = rule.why.replace('"', "'")
+        lines.append(f'        {family} daddr {rule.to} {rule.protocol} dport {{ {ports} }} accept comment "{comment}"')
+    lines += [
+        '        limit rate 5/minute log prefix "citadel-drop-out: " level warn',
+        "    }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def check_no_lockout(site, host_name: str) -> None:
+    """Refuse a ruleset that would drop the SSH connection this deploy is using."""
+    connection = host.get_fact(Command, command="echo ${SSH_CONNECTION:-}", _sudo=False) or ""
+    client = connection.split()[0] if connection.split() else None
+    if client is None:
+        return  # not over SSH (a local connector): nothing to cut
+    allowed = [ipaddress.ip_network(n) for n in site.networks.ssh_allowed]
+    address = ipaddress.ip_address(client)
+    if not any(address in network for network in allowed):
+        listed = ", ".join(site.networks.ssh_allowed) or "nothing"
+        raise OperationError(
+            f"refusing to load the firewall on {host_name}: this SSH connection comes from {client}, "
+            f"which networks.ssh_allowed ({listed}) does not include, so it would be cut. "
+            "Add the administrators' network to networks.ssh_allowed in the inventory."
+        )
+
+
+def apply(site, entry) -> None:
+    check_no_lockout(site, host.name)
+    apt.packages(name="nftables", packages=["nftables"], no_recommends=True)
+    nftables.ruleset(name="Default-deny firewall (inbound and outbound)", config=render_ruleset(site, host.name))
+    files.file(name="Firewall configuration private to root", path="/etc/nftables.conf", user="root", group="root", mode="0700")
+    systemd.service(name="Firewall loaded at boot", service="nftables", enabled=True, running=None)

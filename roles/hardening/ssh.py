@@ -1,0 +1,81 @@
+"""Harden sshd from the SSH controls' own table, without ever locking the operator out.
+
+Before key-only authentication and the group allowlist are applied, the connection pyinfra
+is using is checked: its user must be in the admins group (this role adds it) and must have
+an authorized key. If the change would cut the connection, the role refuses with a clear
+message instead of applying it.
+"""
+
+from __future__ import annotations
+
+import io
+
+from pyinfra import host
+from pyinfra.api import OperationError
+from pyinfra.facts.server import Command
+from pyinfra.operations import files, server, systemd
+
+from hardening.controls.ssh import SETTINGS
+
+ADMIN_GROUP = "citadel-admins"
+SSHD_CONFIG = "/etc/ssh/sshd_config"
+
+
+def sshd_config() -> str:
+    """sshd keeps the first value it reads, so Citadel's policy comes before the Include."""
+    lines = ["# Managed by Citadel (role hardening). Edits are overwritten; see hardening/controls/ssh.py."]
+    lines += [f"{setting.option} {setting.value}" for setting in SETTINGS]
+    lines += [
+        f"allowgroups {ADMIN_GROUP}",
+        "",
+        "# Local additions may go in sshd_config.d; they cannot override the settings above.",
+        "Include /etc/ssh/sshd_config.d/*.conf",
+        "",
+        "# Debian's defaults",
+        "AcceptEnv LANG LC_*",
+        "Subsystem sftp /usr/lib/openssh/sftp-server",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def check_no_lockout(ssh_user: str) -> None:
+    """Refuse to apply key-only auth and AllowGroups if they would cut this connection."""
+    has_key = host.get_fact(
+        Command, command=f"test -s ~{ssh_user}/.ssh/authorized_keys && echo yes || echo no", _sudo=True
+    )
+    if has_key != "yes":
+        raise OperationError(
+            f"refusing to make SSH key-only: user {ssh_user} has no ~/.ssh/authorized_keys on {host.name}, "
+            "so this connection would be cut. Install the operator's key first."
+        )
+
+
+def apply(site, entry) -> None:
+    ssh_user = site.ssh_for(host.name).user
+    check_no_lockout(ssh_user)
+    server.group(name="SSH administrators group", group=ADMIN_GROUP, system=True)
+    server.user(
+        name=f"{ssh_user} may log in over SSH (member of {ADMIN_GROUP})",
+        user=ssh_user,
+        groups=[ADMIN_GROUP],
+        append=True,
+    )
+    banner = site.settings.login_banner.strip() + "\n"
+    for path in ("/etc/issue.net", "/etc/issue"):
+        files.put(name=f"Login banner {path}", src=io.StringIO(banner), dest=path, user="root", group="root", mode="0644")
+    config = files.put(
+        name="sshd policy",
+        src=io.StringIO(sshd_config()),
+        dest=SSHD_CONFIG,
+        user="root",
+        group="root",
+        mode="0600",
+    )
+    files.directory(name="/etc/ssh owned by root", path="/etc/ssh", user="root", group="root", mode="0755")
+    files.file(name="SSH host key private to root", path="/etc/ssh/ssh_host_ed25519_key", user="root", group="root", mode="0600")
+    server.shell(
+        name="Validate sshd configuration",
+        commands=["sshd -t"],
+        _if=config.did_change,
+    )
+    systemd.service(name="Reload sshd", service="ssh", running=True, reloaded=True, _if=config.did_change)

@@ -1,0 +1,1 @@
+"""Citadel's own pyinfra operations, for what pyinfra's modules do not do safely."""

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up (scripts/install.sh) and run every test tier: unit, lab, vm, vllm. As root.
+# Extra arguments go to pytest, e.g. ./test.sh -m unit
+set -uo pipefail
+cd "$(dirname "$0")"
+bash scripts/install.sh || exit $?
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
+status=$?
+if [ "$status" -eq 5 ]; then
+    echo "FAILED: pytest collected no tests (exit 5); that is a failure, not a pass" >&2
+    exit 1
+fi
+exit "$status"

@@ -1,0 +1,51 @@
+"""Shared test set-up: tiers by folder, and one lab of real hosts for the whole session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+TIERS = ("unit", "lab", "vm", "vllm")
+
+# The session's lab has its own name and subnet, so it never touches a lab a person has up.
+TEST_LAB_NAME = "ctest"
+TEST_LAB_SUBNET = "10.79.0.0/16"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = Path(item.fspath).relative_to(TESTS).parts[0]
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip(f"{what} needs root (network namespaces, mounts, containers); run the suite as root")
+    for tool in ("systemd-nspawn", "debootstrap"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{what} needs {tool}: the README's set-up command installs it", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """Two real lab hosts (nspawn containers over SSH), torn down at the end of the session."""
+    require_root("the lab tier")
+    import deploy.lab
+
+    result = deploy.lab.up(hosts=2, name=TEST_LAB_NAME, subnet=TEST_LAB_SUBNET)
+    try:
+        yield result
+    finally:
+        deploy.lab.down(name=TEST_LAB_NAME)
+
+
+@pytest.fixture(scope="session")
+def lab_inventory_file(lab, tmp_path_factory) -> Path:
+    from inventory.lab import write_lab_inventory
+
+    return write_lab_inventory(lab, tmp_path_factory.mktemp("lab") / "lab.yaml")

@@ -1,0 +1,187 @@
+"""Break-and-audit harness for hardening controls, on real lab hosts.
+
+For a set of controls: deploy the hardening areas that fix them, expect every applicable
+control to pass, expect a second deploy to change nothing, then, for each control, run its
+``break_with`` on one host, expect the audit to fail exactly that control on that host and
+nothing else, redeploy, and expect it fixed. Hosts are used in parallel: each round breaks
+one control per host.
+
+Used by tests/lab/test_hardening.py, and by hand while writing an area::
+
+    python -m tests.lab.hardening_harness --area kernel --lab hwk --subnet 10.81.0.0/16 --hosts 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyinfra import host
+from pyinfra.api import deploy
+
+from deploy.runner import run_deploy
+from hardening.engine import run_audit
+from hardening.model import Control
+from roles import Role
+
+
+def area_role(area_names: list[str]) -> Role:
+    """A role applying only some areas of the hardening role (all of them: use 'hardening')."""
+    modules = [importlib.import_module(f"roles.hardening.{name}") for name in area_names]
+
+    @deploy(f"Hardening areas {', '.join(area_names)}")
+    def apply() -> None:
+        site = host.data.citadel_site
+        for module in modules:
+            module.apply(site, site.hosts[host.name])
+
+    return Role(name=f"hardening[{','.join(area_names)}]", summary="test", groups=(), apply=apply)
+
+
+def area_controls(area_names: list[str]) -> list[Control]:
+    return [c for name in area_names for c in importlib.import_module(f"hardening.controls.{name}").CONTROLS]
+
+
+def run_as_root(lab, lab_host, command: str) -> subprocess.CompletedProcess:
+    from tests.lab.sshutil import ssh
+
+    quoted = command.replace("'", "'\"'\"'")
+    return ssh(lab, lab_host, f"sudo sh -c '{quoted}'", check=False)
+
+
+@dataclass
+class Findings:
+    problems: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    # Per control: None when its break was caught alone and fixed; else what went wrong.
+    breaks: dict[str, list[str]] = field(default_factory=dict)
+    untestable: list[str] = field(default_factory=list)
+
+    def add(self, message: str) -> None:
+        self.problems.append(message)
+
+    def add_break(self, control_id: str, message: str) -> None:
+        self.breaks.setdefault(control_id, []).append(message)
+        self.add(f"{control_id}: {message}")
+
+
+def _batches(controls: list[Control], width: int, area_of: Callable[[str], str]) -> list[list[Control]]:
+    """Rounds of at most `width` controls, each round from one area (so one area is redeployed)."""
+    by_area: dict[str, list[Control]] = {}
+    for control in controls:
+        by_area.setdefault(area_of(control.id), []).append(control)
+    return [group[i : i + width] for group in by_area.values() for i in range(0, len(group), width)]
+
+
+def check_areas(
+    site,
+    lab,
+    roles: list,
+    controls: list[Control],
+    say: Callable[[str], None] = print,
+    fix_roles: Callable[[list[Control]], list] | None = None,
+    area_of: Callable[[str], str] | None = None,
+) -> Findings:
+    """Deploy, audit, redeploy, then break every testable control once; see the module doc.
+
+    `fix_roles(batch)` gives the roles to redeploy after breaking `batch` (default: `roles`);
+    `area_of(control_id)` groups rounds so one area's role part suffices to fix a round.
+    """
+    findings = Findings()
+    fix_roles = fix_roles or (lambda batch: roles)
+    area_of = area_of or (lambda control_id: "all")
+    start = time.monotonic()
+    first = run_deploy(site, roles)
+    findings.timings["first deploy"] = time.monotonic() - start
+    if not first.ok:
+        for o in first.hosts.values():
+            findings.add(f"first deploy failed on {o.host}: {o.errors}")
+        return findings
+
+    start = time.monotonic()
+    results = run_audit(site, controls)
+    findings.timings["audit"] = time.monotonic() - start
+    for r in results:
+        if r.status not in ("pass", "notapplicable"):
+            findings.add(f"after deploy, {r.host} {r.control}: {r.status}: {r.evidence}")
+
+    start = time.monotonic()
+    second = run_deploy(site, roles)
+    findings.timings["second deploy"] = time.monotonic() - start
+    for o in second.hosts.values():
+        if o.changed or not second.ok:
+            findings.add(f"second deploy on {o.host}: changed={o.changed} errors={o.errors}")
+
+    # Only controls that can be seen failing here: kernel-level ones are N/A in containers.
+    applicable = {(r.host, r.control) for r in results if r.status != "notapplicable"}
+    testable = [c for c in controls if all((h.name, c.id) in applicable for h in lab.hosts)]
+    findings.untestable = [c.id for c in controls if c not in testable]
+    say(f"{len(testable)} of {len(controls)} controls testable on these hosts; breaking each in turn")
+    hosts = list(lab.hosts)
+    start = time.monotonic()
+    for number, batch_controls in enumerate(_batches(testable, len(hosts), area_of), 1):
+        batch = list(zip(hosts, batch_controls))
+        names = [h.name for h, _ in batch]
+        for lab_host, control in batch:
+            done = run_as_root(lab, lab_host, control.break_with)
+            if done.returncode != 0:
+                findings.add_break(control.id, f"break_with failed on {lab_host.name}: {done.stderr.strip()[:300]}")
+        seen = run_audit(site, controls, limit=names)
+        for lab_host, control in batch:
+            failing = sorted(r.control for r in seen if r.host == lab_host.name and r.status in ("fail", "error"))
+            if failing != [control.id]:
+                findings.add_break(control.id, f"after breaking it on {lab_host.name}, failing controls are {failing}")
+        fixed = run_deploy(site, fix_roles(batch_controls), limit=names)
+        if not fixed.ok:
+            for lab_host, control in batch:
+                errors = fixed.hosts[lab_host.name].errors
+                if errors or fixed.hosts[lab_host.name].failed:
+                    findings.add_break(control.id, f"redeploy after breaking it failed on {lab_host.name}: {errors}")
+        still = run_audit(site, batch_controls, limit=names)
+        for lab_host, control in batch:
+            for r in still:
+                if r.host == lab_host.name and r.control == control.id and r.status in ("fail", "error"):
+                    findings.add_break(control.id, f"not fixed by redeploy on {lab_host.name}: {r.evidence}")
+        say(f"  round {number}: {', '.join(c.id for _, c in batch)}")
+    findings.timings["break rounds"] = time.monotonic() - start
+    return findings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--area", action="append", required=True, help="hardening area (repeatable)")
+    parser.add_argument("--lab", default="hwx", help="lab name (keep it apart from others' labs)")
+    parser.add_argument("--subnet", default="10.90.0.0/16")
+    parser.add_argument("--hosts", type=int, default=2)
+    parser.add_argument("--down", action="store_true", help="take the lab down afterwards")
+    args = parser.parse_args()
+
+    import tempfile
+    from pathlib import Path
+
+    import deploy.lab
+    from inventory.lab import write_lab_inventory
+    from inventory.loader import load_inventory
+
+    lab = deploy.lab.up(hosts=args.hosts, name=args.lab, subnet=args.subnet)
+    try:
+        path = write_lab_inventory(lab, Path(tempfile.mkdtemp()) / "lab.yaml")
+        site = load_inventory(path)
+        findings = check_areas(site, lab, ["base", area_role(args.area)], area_controls(args.area))
+        print(f"timings: {findings.timings}")
+        for problem in findings.problems:
+            print(f"PROBLEM: {problem}")
+        print(f"{len(findings.problems)} problem(s)")
+        return 1 if findings.problems else 0
+    finally:
+        if args.down:
+            deploy.lab.down(name=args.lab)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Run commands on lab hosts over real SSH with the pinned host keys, for assertions."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+def known_hosts_for(lab) -> Path:
+    handle = tempfile.NamedTemporaryFile("w", prefix="citadel-test-kh-", delete=False)
+    for h in lab.hosts:
+        target = h.address if h.port == 22 else f"[{h.address}]:{h.port}"
+        handle.write(f"{target} {h.host_key}\n")
+    handle.close()
+    return Path(handle.name)
+
+
+def ssh(lab, host, command: str, check: bool = True, timeout: int = 60) -> subprocess.CompletedProcess:
+    """Run `command` as the lab's SSH user on `host` (a LabHost); returns the completed process."""
+    argv = [
+        "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={known_hosts_for(lab)}", "-o", "ConnectTimeout=10",
+        "-i", str(lab.ssh_key), "-p", str(host.port), f"{lab.ssh_user}@{host.address}", command,
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"ssh {host.name} {command!r} failed ({result.returncode}): {result.stderr}")
+    return result

@@ -1,0 +1,80 @@
+"""Helpers for the OpenBao tests: free ports, the embedded server, a test inventory."""
+
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk1kKmvSbq3oL0tmNxMq7eE8lRk9l0nqYy4m1qVw2aa"
+
+
+def free_port_pair() -> int:
+    """A port P on 127.0.0.1 with P and P+1 free (the server uses P+1 for its cluster port)."""
+    # Below Linux's ephemeral range (32768-60999), so no outgoing connection takes the port
+    # between this probe and the server's bind.
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        try:
+            for candidate in (port, port + 1):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free pair of ports on 127.0.0.1")
+
+
+def require_bao() -> None:
+    from deploy.vault import VaultError
+    from deploy.vault.server import bao_binary
+
+    try:
+        bao_binary()
+    except VaultError as exc:
+        pytest.fail(f"{exc} (the OpenBao tests need the real server)", pytrace=False)
+
+
+def bao_processes(config: Path) -> list[int]:
+    """Pids of live (non-zombie) processes whose argv names `config`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if f"-config={config}".encode() in argv and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def all_cmdlines() -> list[bytes]:
+    lines = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                lines.append((proc / "cmdline").read_bytes())
+            except OSError:
+                pass
+    return lines
+
+
+def write_inventory(path: Path, address: str, ca_file: Path, gateway_address: str = "127.0.0.1") -> Path:
+    """A small site in the style of inventory/example-hospital.yaml, pointing at the test server."""
+    site = {
+        "site": "vault-test",
+        "vault": {"address": address, "ca_file": str(ca_file), "flavor": "openbao"},
+        "hosts": {
+            "gpu-01": {"address": "127.0.0.1", "groups": ["gpu"], "ssh": {"host_key": HOST_KEY}},
+            "gpu-02": {"address": "10.20.1.12", "groups": ["gpu"], "ssh": {"host_key": HOST_KEY}},
+            "gw-01": {"address": gateway_address, "groups": ["gateway"], "ssh": {"port": 2222, "host_key": HOST_KEY}},
+        },
+    }
+    path.write_text(yaml.safe_dump(site, sort_keys=False))
+    return path
