@@ -17,6 +17,11 @@ from inventory.loader import parse_inventory
 DEFAULT_LAB_INVENTORY = Path("inventory/lab.yaml")
 
 
+def _listen_port(lab_host) -> dict:
+    # The VM is reached through qemu's port forward; inside it sshd listens on 22.
+    return {"listen_port": 22} if lab_host.port != 22 else {}
+
+
 def lab_inventory(lab) -> dict:
     """The inventory mapping for a `deploy.lab.Lab`."""
     hosts = {}
@@ -24,7 +29,7 @@ def lab_inventory(lab) -> dict:
         hosts[lab_host.name] = {
             "address": lab_host.address,
             "groups": ["gpu", "gateway"],
-            "ssh": {"port": lab_host.port, "host_key": lab_host.host_key},
+            "ssh": {"port": lab_host.port, "host_key": lab_host.host_key, **_listen_port(lab_host)},
             "description": f"lab {lab_host.kind}; this machine is {lab_host.controller_address} on its link",
         }
     container_links = sorted({f"{h.controller_address}/32" for h in lab.hosts})

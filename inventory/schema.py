@@ -95,11 +95,20 @@ class SSHSettings(Strict):
 
     user: str = Field("citadel", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     port: int = Field(22, ge=1, le=65535)
+    listen_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="the port sshd listens on, when a NAT or port forward puts it behind `port`; default: `port`",
+    )
     key: Path | None = Field(None, description="private key file; default: the SSH agent / ~/.ssh")
     host_key: HostKey | None = Field(None, description="pinned public host key line")
     known_hosts: Path | None = Field(None, description="known_hosts file that holds the host's key")
     sudo: bool = Field(True, description="operations run through sudo (the user must not be root)")
     connect_timeout: int = Field(10, ge=1, le=300)
+
+    @property
+    def server_port(self) -> int:
+        """The port sshd listens on, as the host's own firewall sees it."""
+        return self.listen_port or self.port
 
 
 class SSHDefaults(Strict):

@@ -60,7 +60,8 @@ def vault_endpoint(site) -> tuple[str, int] | None:
 def render_ruleset(site, host_name: str) -> str:
     """The whole ruleset for one host, deterministic so that reruns are no-ops."""
     entry = site.hosts[host_name]
-    ssh_port = site.ssh_for(host_name).port
+    # The port sshd listens on: behind a port forward it differs from the one we dial.
+    ssh_port = site.ssh_for(host_name).server_port
     ssh4, ssh6 = _split(site.networks.ssh_allowed)
     gw4, gw6 = _split(site.networks.gateway_allowed)
     lines = [
@@ -128,21 +129,35 @@ def render_ruleset(site, host_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def lockout_problem(site, host_name: str, connection: str) -> str | None:
+    """Why a ruleset for `host_name` would cut the SSH connection described by SSH_CONNECTION, or None."""
+    fields = connection.split()
+    if len(fields) < 4:
+        return None  # not over SSH (a local connector): nothing to cut
+    client, server_port = ipaddress.ip_address(fields[0]), int(fields[3])
+    allowed = [ipaddress.ip_network(n) for n in site.networks.ssh_allowed]
+    if not any(client in network for network in allowed):
+        listed = ", ".join(site.networks.ssh_allowed) or "nothing"
+        return (
+            f"this SSH connection comes from {client}, which networks.ssh_allowed ({listed}) does not include, "
+            "so it would be cut. Add the administrators' network to networks.ssh_allowed in the inventory."
+        )
+    ssh = site.ssh_for(host_name)
+    if server_port != ssh.server_port:
+        return (
+            f"sshd on this host answers this connection on port {server_port}, but the ruleset would allow SSH "
+            f"on port {ssh.server_port} only (hosts.{host_name}.ssh.port/listen_port), so it would be cut. "
+            f"Set hosts.{host_name}.ssh.listen_port: {server_port} when a NAT or port forward sits in between."
+        )
+    return None
+
+
 def check_no_lockout(site, host_name: str) -> None:
     """Refuse a ruleset that would drop the SSH connection this deploy is using."""
     connection = host.get_fact(Command, command="echo ${SSH_CONNECTION:-}", _sudo=False) or ""
-    client = connection.split()[0] if connection.split() else None
-    if client is None:
-        return  # not over SSH (a local connector): nothing to cut
-    allowed = [ipaddress.ip_network(n) for n in site.networks.ssh_allowed]
-    address = ipaddress.ip_address(client)
-    if not any(address in network for network in allowed):
-        listed = ", ".join(site.networks.ssh_allowed) or "nothing"
-        raise OperationError(
-            f"refusing to load the firewall on {host_name}: this SSH connection comes from {client}, "
-            f"which networks.ssh_allowed ({listed}) does not include, so it would be cut. "
-            "Add the administrators' network to networks.ssh_allowed in the inventory."
-        )
+    problem = lockout_problem(site, host_name, connection)
+    if problem:
+        raise OperationError(f"refusing to load the firewall on {host_name}: {problem}")
 
 
 def apply(site, entry) -> None:

@@ -4,7 +4,7 @@ For a set of controls: deploy the hardening areas that fix them, expect every ap
 control to pass, expect a second deploy to change nothing, then, for each control, run its
 ``break_with`` on one host, expect the audit to fail exactly that control on that host and
 nothing else, redeploy, and expect it fixed. Hosts are used in parallel: each round breaks
-one control per host.
+several controls per host, spread over areas.
 
 Used by tests/lab/test_hardening.py, and by hand while writing an area::
 
@@ -70,12 +70,86 @@ class Findings:
         self.add(f"{control_id}: {message}")
 
 
-def _batches(controls: list[Control], width: int, area_of: Callable[[str], str]) -> list[list[Control]]:
-    """Rounds of at most `width` controls, each round from one area (so one area is redeployed)."""
+def _interleave(controls: list[Control], area_of: Callable[[str], str]) -> list[Control]:
+    """Controls ordered round-robin over their areas, so neighbours come from different areas."""
     by_area: dict[str, list[Control]] = {}
     for control in controls:
         by_area.setdefault(area_of(control.id), []).append(control)
-    return [group[i : i + width] for group in by_area.values() for i in range(0, len(group), width)]
+    queues = list(by_area.values())
+    ordered: list[Control] = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                ordered.append(queue.pop(0))
+    return ordered
+
+
+def plan_rounds(controls: list[Control], hosts: list, per_host: int, area_of: Callable[[str], str]) -> list[dict]:
+    """Rounds of breaks: per round, up to `per_host` controls on each host, mixed over areas.
+
+    Breaking several unrelated controls on one host at once, and expecting exactly those to
+    fail, shows each fails alone unless two breaks mask or trip each other; a host where the
+    failing set is not exactly the broken set has its controls re-tested one at a time.
+    """
+    ordered = _interleave(controls, area_of)
+    size = len(hosts) * per_host
+    rounds = []
+    for start in range(0, len(ordered), size):
+        chunk = ordered[start : start + size]
+        plan: dict = {}
+        for index, control in enumerate(chunk):
+            plan.setdefault(hosts[index % len(hosts)], []).append(control)
+        rounds.append(plan)
+    return rounds
+
+
+def _break_round(site, lab, controls, plan: dict, fix_roles, findings: Findings, known_bad: dict, isolated: bool) -> set[str]:
+    """Break each host's controls, audit, redeploy, audit again. Returns the control ids to re-test alone."""
+    names = [h.name for h in plan]
+    retest: set[str] = set()
+
+    def blame(control: Control, message: str) -> None:
+        # In a round of several breaks on a host a surprise may come from two breaks meeting;
+        # only a control that misbehaves alone is a finding.
+        if isolated:
+            findings.add_break(control.id, message)
+        else:
+            retest.add(control.id)
+
+    broken: dict = {}
+    for lab_host, host_controls in plan.items():
+        for control in host_controls:
+            done = run_as_root(lab, lab_host, control.break_with)
+            if done.returncode != 0:
+                blame(control, f"break_with failed on {lab_host.name}: {done.stderr.strip()[:300]}")
+            else:
+                broken.setdefault(lab_host, []).append(control)
+    seen = run_audit(site, controls, limit=names)
+    for lab_host, host_controls in broken.items():
+        expected = {c.id for c in host_controls}
+        failing = {r.control for r in seen if r.host == lab_host.name and r.status in ("fail", "error")}
+        failing -= known_bad.get(lab_host.name, set())
+        if failing != expected:
+            for control in host_controls:
+                blame(control, f"after breaking {sorted(expected)} on {lab_host.name}, failing controls are {sorted(failing)}")
+    all_broken = [c for host_controls in broken.values() for c in host_controls]
+    if not all_broken:
+        return retest
+    fixed = run_deploy(site, fix_roles(all_broken), limit=names)
+    for lab_host, host_controls in broken.items():
+        outcome = fixed.hosts[lab_host.name]
+        if outcome.errors or outcome.failed:
+            for control in host_controls:
+                findings.add_break(control.id, f"redeploy after breaking it failed on {lab_host.name}: {outcome.errors}")
+    still = run_audit(site, all_broken, limit=names)
+    for lab_host, host_controls in broken.items():
+        ids = {c.id for c in host_controls}
+        for r in still:
+            if r.host == lab_host.name and r.control in ids and r.status in ("fail", "error"):
+                findings.add_break(r.control, f"not fixed by redeploy on {lab_host.name}: {r.evidence}")
+                # Left broken: later rounds on this host must not count it against another control.
+                known_bad.setdefault(lab_host.name, set()).add(r.control)
+    return retest
 
 
 def check_areas(
@@ -86,14 +160,16 @@ def check_areas(
     say: Callable[[str], None] = print,
     fix_roles: Callable[[list[Control]], list] | None = None,
     area_of: Callable[[str], str] | None = None,
+    per_host: int = 8,
 ) -> Findings:
     """Deploy, audit, redeploy, then break every testable control once; see the module doc.
 
-    `fix_roles(batch)` gives the roles to redeploy after breaking `batch` (default: `roles`);
-    `area_of(control_id)` groups rounds so one area's role part suffices to fix a round.
+    `fix_roles(broken)` gives the roles to redeploy after breaking `broken` (default: `roles`);
+    `area_of(control_id)` spreads each host's breaks over areas; `per_host` is how many
+    controls one host breaks per round.
     """
     findings = Findings()
-    fix_roles = fix_roles or (lambda batch: roles)
+    fix_roles = fix_roles or (lambda broken: roles)
     area_of = area_of or (lambda control_id: "all")
     start = time.monotonic()
     first = run_deploy(site, roles)
@@ -121,34 +197,22 @@ def check_areas(
     applicable = {(r.host, r.control) for r in results if r.status != "notapplicable"}
     testable = [c for c in controls if all((h.name, c.id) in applicable for h in lab.hosts)]
     findings.untestable = [c.id for c in controls if c not in testable]
-    say(f"{len(testable)} of {len(controls)} controls testable on these hosts; breaking each in turn")
+    # Controls still failing after the deploy are reported above; breaking them shows nothing.
+    known_bad = {h.name: {r.control for r in results if r.host == h.name and r.status in ("fail", "error")} for h in lab.hosts}
     hosts = list(lab.hosts)
+    rounds = plan_rounds(testable, hosts, per_host, area_of)
+    say(f"{len(testable)} of {len(controls)} controls testable on these hosts; breaking them in {len(rounds)} round(s)")
     start = time.monotonic()
-    for number, batch_controls in enumerate(_batches(testable, len(hosts), area_of), 1):
-        batch = list(zip(hosts, batch_controls))
-        names = [h.name for h, _ in batch]
-        for lab_host, control in batch:
-            done = run_as_root(lab, lab_host, control.break_with)
-            if done.returncode != 0:
-                findings.add_break(control.id, f"break_with failed on {lab_host.name}: {done.stderr.strip()[:300]}")
-        seen = run_audit(site, controls, limit=names)
-        for lab_host, control in batch:
-            failing = sorted(r.control for r in seen if r.host == lab_host.name and r.status in ("fail", "error"))
-            if failing != [control.id]:
-                findings.add_break(control.id, f"after breaking it on {lab_host.name}, failing controls are {failing}")
-        fixed = run_deploy(site, fix_roles(batch_controls), limit=names)
-        if not fixed.ok:
-            for lab_host, control in batch:
-                errors = fixed.hosts[lab_host.name].errors
-                if errors or fixed.hosts[lab_host.name].failed:
-                    findings.add_break(control.id, f"redeploy after breaking it failed on {lab_host.name}: {errors}")
-        still = run_audit(site, batch_controls, limit=names)
-        for lab_host, control in batch:
-            for r in still:
-                if r.host == lab_host.name and r.control == control.id and r.status in ("fail", "error"):
-                    findings.add_break(control.id, f"not fixed by redeploy on {lab_host.name}: {r.evidence}")
-        say(f"  round {number}: {', '.join(c.id for _, c in batch)}")
+    retest: set[str] = set()
+    for number, plan in enumerate(rounds, 1):
+        retest |= _break_round(site, lab, controls, plan, fix_roles, findings, known_bad, isolated=False)
+        say(f"  round {number}: {sum(len(v) for v in plan.values())} breaks; {len(retest)} to re-test alone")
+    alone = [c for c in testable if c.id in retest]
+    for number, plan in enumerate(plan_rounds(alone, hosts, 1, area_of), 1):
+        _break_round(site, lab, controls, plan, fix_roles, findings, known_bad, isolated=True)
+        say(f"  alone {number}: {', '.join(c.id for v in plan.values() for c in v)}")
     findings.timings["break rounds"] = time.monotonic() - start
+    findings.timings["re-tested alone"] = len(alone)
     return findings
 
 

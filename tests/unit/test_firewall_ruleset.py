@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inventory.loader import load_inventory
-from roles.hardening.firewall import render_ruleset
+import yaml
+
+from inventory.loader import load_inventory, parse_inventory
+from roles.hardening.firewall import lockout_problem, render_ruleset
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example-hospital.yaml"
 
@@ -37,3 +39,25 @@ def test_default_deny_and_gateway_only_on_gateway_hosts():
             assert "policy drop;" in chain(ruleset, name)[0]
     assert "dport 443" not in gpu and "ip saddr @gateway_allowed_ip tcp dport 443 accept" in gateway
     assert render_ruleset(site, "gpu-01") == gpu  # deterministic: a rerun is a no-op
+
+
+def test_behind_a_port_forward_the_rules_use_the_port_sshd_listens_on():
+    # The lab's VM is dialled on a forwarded port; inside it sshd listens on 22, and a rule
+    # for the forwarded port would cut the deploy (it did: the CI run hung there).
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["hosts"]["gpu-01"]["ssh"]["port"] = 40022
+    assert "tcp dport 40022 accept" in render_ruleset(parse_inventory(data, EXAMPLE), "gpu-01")
+    data["hosts"]["gpu-01"]["ssh"]["listen_port"] = 22
+    ruleset = render_ruleset(parse_inventory(data, EXAMPLE), "gpu-01")
+    assert "ip saddr @ssh_allowed_ip tcp dport 22 accept" in ruleset and "40022" not in ruleset
+
+
+def test_lockout_is_refused_for_a_foreign_source_or_another_port():
+    site = load_inventory(EXAMPLE)
+    admin = site.networks.ssh_allowed[0].split("/")[0]
+    assert lockout_problem(site, "gpu-01", "") is None  # a local connector
+    assert lockout_problem(site, "gpu-01", f"{admin} 50000 10.0.0.5 22") is None
+    outsider = lockout_problem(site, "gpu-01", "192.0.2.77 50000 10.0.0.5 22")
+    assert outsider and "192.0.2.77" in outsider and "networks.ssh_allowed" in outsider
+    forwarded = lockout_problem(site, "gpu-01", f"{admin} 50000 10.0.0.5 2222")
+    assert forwarded and "port 2222" in forwarded and "hosts.gpu-01.ssh.listen_port" in forwarded
