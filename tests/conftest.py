@@ -16,11 +16,25 @@ TEST_LAB_NAME = "ctest"
 TEST_LAB_SUBNET = "10.79.0.0/16"
 
 
+# The two long parts run beside everything else when the suite runs on two workers
+# (./test.sh: pytest-xdist, --dist loadgroup): the VM is one emulated CPU, busy for most
+# of the run; the hardening lab breaks and redeploys every control. Everything else shares
+# one worker, so the session's lab below is made once.
+LONG_GROUPS = {"vm": "vm", "lab/test_hardening.py": "hardening"}
+
+
+def xdist_group(path: Path) -> str:
+    relative = path.relative_to(TESTS).as_posix()
+    return next((group for prefix, group in LONG_GROUPS.items() if relative.startswith(prefix)), "main")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
-        tier = Path(item.fspath).relative_to(TESTS).parts[0]
+        path = Path(item.fspath)
+        tier = path.relative_to(TESTS).parts[0]
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+        item.add_marker(pytest.mark.xdist_group(xdist_group(path)))
 
 
 def require_root(what: str) -> None:

@@ -55,8 +55,19 @@ def ensure_repo(golden_tarball: Path, progress: Progress | None = None, packages
     """Return the cached local apt repository directory, building it if it is missing."""
     packages = package_list() if packages is None else packages
     target = repo_path(packages)
-    if (target / "Packages.gz").is_file() and (target / "Release").is_file():
+    if _complete(target):
         return target
+    with rootfs.build_lock(target.parent, "apt-repo-build"):
+        if _complete(target):  # built by another process while this one waited
+            return target
+        return _build_repo(target, golden_tarball, packages, progress)
+
+
+def _complete(target: Path) -> bool:
+    return (target / "Packages.gz").is_file() and (target / "Release").is_file()
+
+
+def _build_repo(target: Path, golden_tarball: Path, packages: list[str], progress: Progress | None) -> Path:
     if shutil.which("dpkg-scanpackages") is None:
         raise LabError("dpkg-scanpackages was not found: install it with `apt-get install -y dpkg-dev`.")
     say = progress or (lambda _text: None)

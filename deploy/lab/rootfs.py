@@ -6,6 +6,8 @@ under ``~/.cache/citadel/rootfs/`` and extracted (under a second) as an overlay 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -66,6 +68,16 @@ def _run(args: list[str], what: str, log: Path | None = None, **kwargs) -> None:
         raise LabError(f"{what} failed (exit {result.returncode}): {detail}")
 
 
+@contextlib.contextmanager
+def build_lock(cache_dir: Path, what: str):
+    """Hold an exclusive lock while building `what` in `cache_dir`: two test workers or two
+    `lab up`s on a fresh machine must not build (or replace) the same cache at once."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / f".{what}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_golden_tarball(progress: Progress | None = None) -> Path:
     """Return the cached golden rootfs tarball, building it with debootstrap if it is missing.
 
@@ -75,6 +87,13 @@ def ensure_golden_tarball(progress: Progress | None = None) -> Path:
     target = tarball_path()
     if target.is_file():
         return target
+    with build_lock(target.parent, "rootfs-build"):
+        if target.is_file():  # built by another process while this one waited
+            return target
+        return _build_golden_tarball(target, progress)
+
+
+def _build_golden_tarball(target: Path, progress: Progress | None) -> Path:
     if shutil.which("debootstrap") is None:
         raise LabError("debootstrap was not found: install it with `apt-get install -y debootstrap`.")
     if shutil.which("zstd") is None:

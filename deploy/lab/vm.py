@@ -23,7 +23,6 @@ How it is made:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -35,12 +34,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-try:
-    from deploy.lab.errors import LabError
-except ImportError:  # pragma: no cover - only while the lab package is being written
-
-    class LabError(RuntimeError):  # type: ignore[no-redef]
-        """Something about the local lab failed; the message says what to do."""
+from deploy.lab import rootfs
+from deploy.lab.errors import LabError
 
 
 if TYPE_CHECKING:
@@ -128,8 +123,7 @@ def ensure_image(progress: Progress | None = None) -> Path:
         if shutil.which(tool) is None:
             raise LabError(f"{tool} was not found: install it with `apt-get install -y {package}`.")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with rootfs.build_lock(target.parent, "build"):
         if _image_complete(target):
             return target
         say = progress or (lambda _text: None)

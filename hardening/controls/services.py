@@ -528,7 +528,8 @@ CONTROLS: list[Control] = [
         ),
         remediation="hardening",
         scope="kernel",
-        break_with="aa-complain /etc/apparmor.d/lsb_release",
+        # In the kernel only: the profile's file still enforces (that is svc-apparmor-profiles-enforce).
+        break_with="apparmor_parser -r -C /etc/apparmor.d/lsb_release",
     ),
     # --- GPU device nodes -----------------------------------------------------------------
     Control(

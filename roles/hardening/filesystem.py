@@ -23,7 +23,7 @@ from pyinfra.operations import files, server, systemd
 
 from hardening.controls.filesystem import (
     ABSENT, CITADEL_CONFIG, COREDUMP_CONTENT, COREDUMP_FILE, LIMITS_CONTENT, LIMITS_FILE, MODULES, MOUNT_OPTIONS, MOUNTS,
-    PATHS, SUDOERS_D, SUDOERS_D_MODE, SUID_BLACKLIST, SWAP_TARGET_LINK, SYSTEM_CONTENT, SYSTEM_FILE, BlockedModule,
+    PATHS, SUID_BLACKLIST, SWAP_TARGET_LINK, SYSTEM_CONTENT, SYSTEM_FILE, BlockedModule,
     MountPolicy, modprobe_file,
 )
 
@@ -106,7 +106,6 @@ def state_script() -> str:
         f"grep -oE '^({loaded}) ' /proc/modules 2>/dev/null | sed 's/^/loaded /'",
         'echo "swaps $(tail -n +2 /proc/swaps 2>/dev/null | wc -l)"',
         f'for m in {mountpoints}; do echo "mount $m $(findmnt -n -o OPTIONS --mountpoint $m 2>/dev/null)"; done',
-        f"find {SUDOERS_D} -mindepth 1 -maxdepth 1 -type f -printf 'sudoersd %p\\n' 2>/dev/null",
         f"find {CITADEL_CONFIG} -xdev -mindepth 1 -maxdepth 4 ! -type l -perm /0022 -printf 'writable %p\\n' 2>/dev/null",
         'command -v update-initramfs >/dev/null 2>&1 && echo "initramfs yes"',
         "true",
@@ -115,14 +114,14 @@ def state_script() -> str:
 
 def parse_state(output: str | None) -> dict:
     state: dict = {"virt": "none", "exists": set(), "setid": [], "fstab": "", "loaded": [], "swaps": 0,
-                   "mount": {}, "sudoersd": [], "writable": [], "initramfs": False}
+                   "mount": {}, "writable": [], "initramfs": False}
     for line in (output or "").splitlines():
         key, _, value = line.partition(" ")
         if key == "virt":
             state["virt"] = value.strip() or "none"
         elif key == "exists":
             state["exists"].add(value)
-        elif key in ("setid", "sudoersd", "writable"):
+        elif key in ("setid", "writable"):
             state[key].append(value)
         elif key == "loaded":
             state["loaded"].append(value.strip())
@@ -163,8 +162,6 @@ def _paths(state: dict) -> None:
             files.file(name=f"{p.path} ({p.id})", path=p.path, user=p.owner, group=p.group, mode=p.mode)
     for cid, path, *_ in ABSENT:
         files.file(name=f"No {path} ({cid})", path=path, present=False)
-    for path in state["sudoersd"]:
-        files.file(name=f"{path} root-owned, read-only", path=path, user="root", group="root", mode=SUDOERS_D_MODE)
     for path in state["writable"]:
         server.shell(name=f"{path} not writable by group or others", commands=[f"chmod go-w {shlex.quote(path)}"])
     for path in state["setid"]:
@@ -232,7 +229,11 @@ def _fstab_and_swap(site, state: dict, container: bool) -> None:
     for mount in MOUNTS:
         options = state["mount"].get(mount.mountpoint, "")
         if not options:
-            _written_not_applied(f"{mount.mountpoint} is not a separate mount; its fstab entry applies at the next boot")
+            if container:
+                _written_not_applied(f"{mount.mountpoint} is not a separate mount; its fstab entry applies at the next boot")
+            else:
+                # The fstab entry written above says how (tmpfs, nodev,nosuid,noexec).
+                server.shell(name=f"Mount {mount.mountpoint} as its fstab entry says", commands=[f"mount {mount.mountpoint}"])
             continue
         if any(o not in options.split(",") for o in MOUNT_OPTIONS):
             server.shell(name=f"Remount {mount.mountpoint} {','.join(MOUNT_OPTIONS)}",

@@ -169,6 +169,12 @@ def apply(site, entry) -> None:
         not_applied(f"AppArmor profiles are configured but not enforced: a {container} container shares a kernel it cannot load them into")
     else:
         systemd.service(name="AppArmor loads profiles at boot", service="apparmor.service", running=True, enabled=True)
+        # A profile loaded in complain mode by hand (apparmor_parser -C, aa-complain undone in
+        # the file only) complains until reloaded from its enforcing file.
+        complaining = _fact("aa-status --complaining 2>/dev/null || echo 0").strip()
+        if complaining not in ("", "0"):
+            server.shell(name=f"AppArmor: {complaining} profile(s) complaining in the kernel reloaded to enforce",
+                         commands=["systemctl reload apparmor.service"])
 
     # GPU device nodes: only the model service's group may open them.
     server.group(name=f"Model service group {GPU_GROUP}", group=GPU_GROUP, system=True)

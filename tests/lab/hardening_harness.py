@@ -4,7 +4,7 @@ For a set of controls: deploy the hardening areas that fix them, expect every ap
 control to pass, expect a second deploy to change nothing, then, for each control, run its
 ``break_with`` on one host, expect the audit to fail exactly that control on that host and
 nothing else, redeploy, and expect it fixed. Hosts are used in parallel: each round breaks
-several controls per host, spread over areas.
+several controls of one area per host.
 
 Used by tests/lab/test_hardening.py, and by hand while writing an area::
 
@@ -70,36 +70,26 @@ class Findings:
         self.add(f"{control_id}: {message}")
 
 
-def _interleave(controls: list[Control], area_of: Callable[[str], str]) -> list[Control]:
-    """Controls ordered round-robin over their areas, so neighbours come from different areas."""
+def plan_rounds(controls: list[Control], hosts: list, per_host: int, area_of: Callable[[str], str]) -> list[dict]:
+    """Rounds of breaks, each within one area (so one area's part of the role is redeployed,
+    a fraction of the whole): up to `per_host` of that area's controls on each host.
+
+    Breaking several controls on one host at once, and expecting exactly those to fail, shows
+    each fails alone unless two breaks mask or trip each other; a host where the failing set
+    is not exactly the broken set has its controls re-tested one at a time.
+    """
     by_area: dict[str, list[Control]] = {}
     for control in controls:
         by_area.setdefault(area_of(control.id), []).append(control)
-    queues = list(by_area.values())
-    ordered: list[Control] = []
-    while any(queues):
-        for queue in queues:
-            if queue:
-                ordered.append(queue.pop(0))
-    return ordered
-
-
-def plan_rounds(controls: list[Control], hosts: list, per_host: int, area_of: Callable[[str], str]) -> list[dict]:
-    """Rounds of breaks: per round, up to `per_host` controls on each host, mixed over areas.
-
-    Breaking several unrelated controls on one host at once, and expecting exactly those to
-    fail, shows each fails alone unless two breaks mask or trip each other; a host where the
-    failing set is not exactly the broken set has its controls re-tested one at a time.
-    """
-    ordered = _interleave(controls, area_of)
     size = len(hosts) * per_host
     rounds = []
-    for start in range(0, len(ordered), size):
-        chunk = ordered[start : start + size]
-        plan: dict = {}
-        for index, control in enumerate(chunk):
-            plan.setdefault(hosts[index % len(hosts)], []).append(control)
-        rounds.append(plan)
+    for group in by_area.values():
+        count = -(-len(group) // size)  # as few rounds as fit, evenly filled
+        for chunk in (group[i::count] for i in range(count)):
+            plan: dict = {}
+            for index, control in enumerate(chunk):
+                plan.setdefault(hosts[index % len(hosts)], []).append(control)
+            rounds.append(plan)
     return rounds
 
 
@@ -165,8 +155,8 @@ def check_areas(
     """Deploy, audit, redeploy, then break every testable control once; see the module doc.
 
     `fix_roles(broken)` gives the roles to redeploy after breaking `broken` (default: `roles`);
-    `area_of(control_id)` spreads each host's breaks over areas; `per_host` is how many
-    controls one host breaks per round.
+    `area_of(control_id)` keeps each round within one area; `per_host` is how many controls
+    one host breaks per round.
     """
     findings = Findings()
     fix_roles = fix_roles or (lambda broken: roles)

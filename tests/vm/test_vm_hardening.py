@@ -22,6 +22,11 @@ from tests.lab.hardening_harness import run_as_root
 
 CATALOG = load_catalog()
 KERNEL = [c for c in CATALOG if c.scope == "kernel"]
+# What the air-gapped lab cannot give the VM, so these controls cannot pass there.
+LAB_CANNOT = {
+    "svc-chrony-synchronised": "the air-gapped lab has no NTP server: qemu's restricted user network carries "
+    "no UDP, so chrony has nothing to synchronise with (it is checked to be running)",
+}
 LAB_NAME = "cvm"
 LAB_SUBNET = "10.89.0.0/16"
 
@@ -54,7 +59,11 @@ def hardened(vm_site, vm_host):
 
 
 def test_vm_passes_every_control_after_deploy(hardened):
-    bad = [f"{r.control}: {r.status}: {r.evidence}" for r in hardened if r.status not in ("pass", "notapplicable")]
+    bad = [
+        f"{r.control}: {r.status}: {r.evidence}"
+        for r in hardened
+        if r.status not in ("pass", "notapplicable") and r.control not in LAB_CANNOT
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -65,13 +74,17 @@ def test_vm_passes_kernel_level_controls(hardened):
     # On the VM nothing kernel-level is left to "a container cannot show this".
     container = [r.control for r in results if r.status == "notapplicable" and "container" in r.evidence]
     assert not container, container
-    assert all(r.status in ("pass", "notapplicable") for r in results)
+    bad = [f"{r.control}: {r.evidence}" for r in results if r.status not in ("pass", "notapplicable") and r.control not in LAB_CANNOT]
+    assert not bad, "\n".join(bad)
 
 
 @pytest.fixture(scope="module")
 def cumulative_breaks(hardened, vm_site, vm_lab, vm_host):
     outcome: dict[str, str | None] = {}
-    broken: set[str] = set()
+    kernel_ids = {c.id for c in KERNEL}
+    # Failing already (the lab cannot pass it, or the deploy missed it: reported above).
+    failing_before = {r.control for r in hardened if r.status in ("fail", "error")}
+    broken = failing_before & kernel_ids
     passing_before = {r.control for r in hardened if r.status == "pass"}
     for control in KERNEL:
         if control.id not in passing_before:
@@ -88,14 +101,19 @@ def cumulative_breaks(hardened, vm_site, vm_lab, vm_host):
         outcome[control.id] = None if failing == broken else f"expected failing {sorted(broken)}, got {sorted(failing)}"
         broken = failing  # carry on from what is really broken, so one mistake does not cascade
     everything = {r.control for r in run_audit(vm_site, list(CATALOG), limit=[vm_host.name]) if r.status in ("fail", "error")}
-    collateral = sorted(everything - broken)
+    collateral = sorted(everything - broken - failing_before)
     fixed = run_deploy(vm_site, ["base", "hardening"], limit=[vm_host.name])
-    still = [r for r in run_audit(vm_site, list(CATALOG), limit=[vm_host.name]) if r.status in ("fail", "error")]
+    still = [
+        r for r in run_audit(vm_site, list(CATALOG), limit=[vm_host.name])
+        if r.status in ("fail", "error") and r.control not in LAB_CANNOT
+    ]
     return outcome, collateral, fixed, still
 
 
 @pytest.mark.parametrize("control_id", [c.id for c in KERNEL])
 def test_breaking_a_kernel_control_fails_it_alone(cumulative_breaks, control_id):
+    if control_id in LAB_CANNOT:
+        pytest.skip(f"cannot pass in the lab, so its break cannot be seen: {LAB_CANNOT[control_id]}")
     outcome, _, _, _ = cumulative_breaks
     assert outcome[control_id] is None, outcome[control_id]
 
