@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from deploy.cli_common import InventoryOption, JsonOption, err, fail, load_site, out, vault_call
 from deploy.redaction import redact
-from inventory.loader import InventoryError, load_inventory
 
 app = typer.Typer(
     name="citadel",
@@ -49,26 +48,7 @@ app.add_typer(inventory_app, name="inventory")
 app.add_typer(lab_app, name="lab")
 app.add_typer(vault_app, name="vault")
 
-out = Console()  # results (tables, JSON) on stdout
-err = Console(stderr=True)  # progress, warnings and errors on stderr
-
-InventoryOption = Annotated[
-    Path,
-    typer.Option("--inventory", "-i", help="Inventory file (YAML) describing the site.", show_default=False),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout, for scripts and CI.")]
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {redact(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _load(path: Path):
-    try:
-        return load_inventory(path)
-    except InventoryError as exc:
-        raise fail(str(exc)) from None
+_load = load_site
 
 
 # --- inventory -------------------------------------------------------------------------
@@ -391,13 +371,7 @@ VaultDirOption = Annotated[
 ]
 
 
-def _vault_call(function, *args, **kwargs):
-    from deploy.vault import VaultError
-
-    try:
-        return function(*args, **kwargs)
-    except VaultError as exc:
-        raise fail(str(exc), code=exc.exit_code) from None
+_vault_call = vault_call
 
 
 @vault_app.command("serve")
