@@ -17,6 +17,7 @@ import typer
 from rich.logging import RichHandler
 from rich.table import Table
 
+from deploy.cli_secrets import secrets_app
 from deploy.cli_common import InventoryOption, JsonOption, err, fail, load_site, out, vault_call
 from deploy.redaction import redact
 
@@ -47,6 +48,7 @@ vault_app = typer.Typer(
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(lab_app, name="lab")
 app.add_typer(vault_app, name="vault")
+app.add_typer(secrets_app, name="secrets")
 
 _load = load_site
 
