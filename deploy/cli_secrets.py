@@ -125,7 +125,8 @@ def secrets_status(inventory: InventoryOption, token_file: TokenFileOption = Non
     else:
         table = Table(title=f"Secrets of {site.site}", title_justify="left")
         for column in ("kind", "name", "version", "age (d)", "rotate by", "phase", "hosts", "last rotation"):
-            table.add_column(column, overflow="fold")
+            # Kind and name stay whole (they are what an operator types next); the rest folds.
+            table.add_column(column, overflow="fold", no_wrap=column in ("kind", "name"))
         for r in rows:
             last = r["last_rotation"]
             phase = f"[red]{r['phase']}[/]" if r["phase"] in ("rotating", "missing") else r["phase"]
