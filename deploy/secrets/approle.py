@@ -53,11 +53,7 @@ def rotate(store: Store, group: str, progress=None) -> Result:
     check_group(group)
     with vault_errors(f"approle secret-id of {group}", _command(group)):
         run = Rotation(store, KIND, group, progress=progress)
-        if run.phase == "overlap":
-            raise VaultError(
-                f"approle secret-id of {group}: the previous one is still valid; run `{_command(group, True)}` first",
-                exit_code=2,
-            )
+        run.refuse_overlap(f"approle secret-id of {group}", _command(group, True))
         doc, version = store.read(f"{PREFIX}/{group}")
         doc = doc or {}
         if not run.resuming:

@@ -84,6 +84,14 @@ class Rotation:
         self._save(phase=phase, **({"finished_at": stamp()} if phase == "done" else {}), **details)
         self.store.record(self.kind, self.name, self.result.action, phase=phase, **details)
 
+    def refuse_overlap(self, what: str, finish_command: str) -> None:
+        """Stop a new rotation while the previous one still has two secrets live."""
+        if self.phase == "overlap":
+            raise VaultError(
+                f"{what}: the previous rotation is in overlap (old and new both work); run `{finish_command}` first",
+                exit_code=2,
+            )
+
     def refuse_unfinished(self, command: str) -> None:
         """Stop a `--finish` while the rotation itself is incomplete."""
         if self.resuming:

@@ -92,11 +92,7 @@ def rotate(store: Store, mount: str, name: str, progress=None) -> Result:
     check_name(name)
     with vault_errors(f"transit key {mount}/{name}", _command(name)):
         run = Rotation(store, KIND, name, progress=progress)
-        if run.phase == "overlap":
-            raise VaultError(
-                f"transit key {name}: the previous rotation is in overlap; run `{_command(name, True)}` first",
-                exit_code=2,
-            )
+        run.refuse_overlap(f"transit key {name}", _command(name, True))
         latest = int(key_info(store, mount, name)["latest_version"])
         if not run.resuming:
             run.begin(target=latest + 1, previous=latest)

@@ -28,6 +28,11 @@ class Facts:
     def _data(self, response) -> dict:
         return response.get("data", response) if isinstance(response, dict) else {}
 
+    def _read(self, path: str) -> dict | None:
+        """The data at `path`, or None where nothing is there."""
+        response = self.client.read(path)
+        return None if response is None else self._data(response)
+
     @cached_property
     def address(self) -> str:
         return self.client.url
@@ -44,30 +49,20 @@ class Facts:
 
     @cached_property
     def approles(self) -> dict[str, dict | None]:
-        roles = {}
-        for group in GROUPS:
-            response = self.client.read(f"auth/{APPROLE_MOUNT}/role/{policy_name(group)}")
-            roles[group] = None if response is None else self._data(response)
-        return roles
+        return {group: self._read(f"auth/{APPROLE_MOUNT}/role/{policy_name(group)}") for group in GROUPS}
 
     def policy(self, name: str) -> str | None:
-        response = self.client.read(f"sys/policies/acl/{name}")
-        return None if response is None else self._data(response).get("policy")
+        return (self._read(f"sys/policies/acl/{name}") or {}).get("policy")
 
     @cached_property
     def transit_keys(self) -> dict[str, dict | None]:
-        keys = {}
-        for name in TRANSIT_KEYS:
-            response = self.client.read(f"{self.vault.transit_mount}/keys/{name}")
-            keys[name] = None if response is None else self._data(response)
-        return keys
+        return {name: self._read(f"{self.vault.transit_mount}/keys/{name}") for name in TRANSIT_KEYS}
 
     @cached_property
     def ca_certificate(self) -> str | None:
-        response = self.client.read(f"{self.vault.pki_mount}/issuer/default")
-        return None if response is None else self._data(response).get("certificate")
+        return (self._read(f"{self.vault.pki_mount}/issuer/default") or {}).get("certificate")
 
     def kv(self, path: str) -> dict | None:
         """A KV v2 document's data (only non-secret records: rotation states, client key hashes)."""
-        response = self.client.read(f"{self.vault.kv_mount}/data/{path}")
-        return None if response is None else (self._data(response).get("data") or {})
+        found = self._read(f"{self.vault.kv_mount}/data/{path}")
+        return None if found is None else (found.get("data") or {})
