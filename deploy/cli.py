@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from deploy.cli_secrets import secrets_app
+from deploy.cli_common import InventoryOption, JsonOption, TokenFileOption, err, fail, load_site, out, vault_call
 from deploy.redaction import redact
-from inventory.loader import InventoryError, load_inventory
 
 app = typer.Typer(
     name="citadel",
@@ -48,27 +48,9 @@ vault_app = typer.Typer(
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(lab_app, name="lab")
 app.add_typer(vault_app, name="vault")
+app.add_typer(secrets_app, name="secrets")
 
-out = Console()  # results (tables, JSON) on stdout
-err = Console(stderr=True)  # progress, warnings and errors on stderr
-
-InventoryOption = Annotated[
-    Path,
-    typer.Option("--inventory", "-i", help="Inventory file (YAML) describing the site.", show_default=False),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout, for scripts and CI.")]
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {redact(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _load(path: Path):
-    try:
-        return load_inventory(path)
-    except InventoryError as exc:
-        raise fail(str(exc)) from None
+_load = load_site
 
 
 # --- inventory -------------------------------------------------------------------------
@@ -391,13 +373,7 @@ VaultDirOption = Annotated[
 ]
 
 
-def _vault_call(function, *args, **kwargs):
-    from deploy.vault import VaultError
-
-    try:
-        return function(*args, **kwargs)
-    except VaultError as exc:
-        raise fail(str(exc), code=exc.exit_code) from None
+_vault_call = vault_call
 
 
 @vault_app.command("serve")
@@ -520,6 +496,47 @@ def vault_bootstrap(
         err.print(f"note: {note}", highlight=False)
     counts = report.counts()
     out.print(", ".join(f"{verb.get(k, k)} {n}" for k, n in counts.items()))
+
+
+@vault_app.command("audit")
+def vault_audit(inventory: InventoryOption, token_file: TokenFileOption = None, as_json: JsonOption = False) -> None:
+    """Check the Vault/OpenBao server itself, read-only, through its API.
+
+    Controls (each with a rationale and HIPAA 164.312, NIST SP 800-53 r5, OWASP LLM and
+    threat references, in `hardening/vault/controls.py`): Vault reached over verified TLS
+    only; an audit device enabled; no root token in use by Citadel; host AppRoles with
+    short TTLs and bound to their hosts' addresses; no wildcard paths in Citadel's
+    policies; transit keys younger than settings.transit_key_max_age_days, not
+    exportable or deletable; the PKI root CA not near expiry; API keys and secret-ids
+    rotated within the policy and no rotation stopped midway.
+
+    Use an auditor's token (`hardening/vault/auditor.hcl` lists the reads it needs), not
+    root: with a root token, vault-no-root-token fails, as it should. Server, CA and token
+    are resolved as for `citadel vault bootstrap`.
+
+    Exit 0 when every control passes, 1 when any fails, 2 when any check could not run
+    (the reason is given) or on bad input.
+
+    Example: `VAULT_TOKEN_FILE=~/.citadel/auditor.token citadel vault audit -i site.yaml --json`
+    """
+    from deploy.cli_common import vault_client
+    from hardening.vault.facts import Facts
+    from hardening.vault.run import exit_code, run_checks
+
+    site = _load(inventory)
+    client = vault_client(site, token_file)
+    results = run_checks(Facts(client, site))
+    if as_json:
+        out.print_json(json.dumps({"site": site.site, "address": client.url, "results": results}))
+    else:
+        colour = {"pass": "green", "fail": "red", "error": "yellow"}
+        table = Table(title=f"Audit of Vault at {client.url}", title_justify="left")
+        for column in ("control", "severity", "result", "evidence"):
+            table.add_column(column, overflow="fold")
+        for r in results:
+            table.add_row(r["id"], r["severity"], f"[{colour[r['status']]}]{r['status']}[/]", r["evidence"])
+        out.print(table)
+    raise typer.Exit(exit_code(results))
 
 
 def main() -> None:

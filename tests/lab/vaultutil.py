@@ -78,3 +78,69 @@ def write_inventory(path: Path, address: str, ca_file: Path, gateway_address: st
     }
     path.write_text(yaml.safe_dump(site, sort_keys=False))
     return path
+
+
+def start_bootstrapped(base: Path, port: int | None = None) -> dict:
+    """A fresh embedded server under `base`, bootstrapped for a test inventory.
+
+    Returns the server, its root token, a root client, the site and its inventory file;
+    the caller stops it with ``deploy.vault.server.stop(result["dir"])``.
+    """
+    from deploy.vault.bootstrap import bootstrap
+    from deploy.vault.client import connect, resolve
+    from deploy.vault.server import serve
+    from inventory.loader import load_inventory
+
+    require_bao()
+    directory = base / "vault"
+    port = port or free_port_pair()
+    embedded = serve(directory, port)
+    token = embedded.token_file.read_text().strip()
+    inventory = write_inventory(base / "site.yaml", embedded.address, embedded.ca_file)
+    site = load_inventory(inventory)
+    root = connect(resolve(site.vault, env={"BAO_TOKEN": token}))
+    bootstrap(root, site)
+    return {"vault": embedded, "dir": directory, "port": port, "token": token, "root": root, "site": site,
+            "inventory": inventory, "base": base}
+
+
+def run_citadel(*args: str, token: str | None, extra_env: dict | None = None, timeout: float = 120,
+                watch_argv: list[str] | None = None):
+    """Run `python -m deploy.cli ARGS` with the token in the environment (never argv).
+
+    Returns (returncode, stdout, stderr, values of `watch_argv` seen in any process's argv
+    while it ran).
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    if token:
+        env["BAO_TOKEN"] = token
+    env.update(extra_env or {})
+    process = subprocess.Popen([sys.executable, "-m", "deploy.cli", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=repo, env=env)
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while watch_argv and process.poll() is None and time.monotonic() < deadline:
+        lines = all_cmdlines()
+        seen.update(v for v in watch_argv if any(v.encode() in line for line in lines))
+        time.sleep(0.02)
+    stdout, stderr = process.communicate(timeout=timeout)
+    return process.returncode, stdout, stderr, seen
+
+
+def approle_client(s: dict, role: str, secret_id: str | None = None):
+    """A client logged in through AppRole `role` (a new secret-id unless one is given)."""
+    import hvac
+
+    root = s["root"]
+    role_id = root.auth.approle.read_role_id(role)["data"]["role_id"]
+    if secret_id is None:
+        secret_id = root.auth.approle.generate_secret_id(role)["data"]["secret_id"]
+    client = hvac.Client(url=s["vault"].address, verify=str(s["vault"].ca_file))
+    client.auth.approle.login(role_id=role_id, secret_id=secret_id)
+    return client

@@ -1,0 +1,71 @@
+"""What every ``citadel`` sub-command shares: the two consoles, option types, error exits.
+
+Kept apart from :mod:`deploy.cli` so sub-apps in their own modules (``citadel secrets``)
+use the same conventions without importing the whole command line.
+
+Example::
+
+    >>> from deploy.cli_common import fail
+    >>> fail("inventory site.yaml: hosts.gpu-01.address: not an address").exit_code
+    2
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from deploy.redaction import redact
+
+out = Console()  # results (tables, JSON) on stdout
+err = Console(stderr=True)  # progress, warnings and errors on stderr
+
+InventoryOption = Annotated[
+    Path,
+    typer.Option("--inventory", "-i", help="Inventory file (YAML) describing the site.", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout, for scripts and CI.")]
+TokenFileOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--token-file",
+        help="File (mode 0600) holding the Vault token to use. Tokens are never taken as arguments.",
+        show_default=False,
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print `message` (secrets masked) as an error; return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {redact(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def load_site(path: Path):
+    """The inventory at `path`, or exit 2 naming the file and field."""
+    from inventory.loader import InventoryError, load_inventory
+
+    try:
+        return load_inventory(path)
+    except InventoryError as exc:
+        raise fail(str(exc)) from None
+
+
+def vault_call(function, *args, **kwargs):
+    """`function(*args, **kwargs)`, a VaultError turned into an error exit with its code."""
+    from deploy.vault import VaultError
+
+    try:
+        return function(*args, **kwargs)
+    except VaultError as exc:
+        raise fail(str(exc), code=exc.exit_code) from None
+
+
+def vault_client(site, token_file: Path | None):
+    """An authenticated client for the site's Vault (address, CA, token resolved as documented)."""
+    from deploy.vault.client import connect, resolve
+
+    return vault_call(connect, vault_call(resolve, site.vault, token_file))

@@ -1,0 +1,162 @@
+"""Every secret Citadel manages: version, age, expiry, rotation due date, hosts, last rotation.
+
+Read-only. One row per secret: the internal model-server key, each gateway client key,
+each transit key, each group's AppRole secret-id and the PKI root CA (host certificates
+are issued to hosts by their agent and are reported there). "Rotate by" is the last
+rotation plus the site's rotation policy (``settings.transit_key_max_age_days``, 90 days by
+default), or the hard expiry when that comes first.
+
+Example::
+
+    >>> rows = collect(store, site)                                # doctest: +SKIP
+    >>> rows[0]["kind"], rows[0]["name"]
+    ('internal-api-key', 'vllm')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from deploy.secrets import approle, client_keys, internal_key, overlap, transit
+from deploy.secrets.store import Store, now, parse_time
+from deploy.vault.bootstrap import APPROLE_MOUNT, TRANSIT_KEYS
+from deploy.vault.policies import GROUPS, policy_name
+
+# Which host groups hold (or use) each kind of secret: "where it is deployed".
+GROUPS_OF = {
+    "internal-api-key": ("gpu", "gateway"),
+    "client-key": ("gateway",),
+    "transit-key": ("gpu",),  # model-data decrypt, model-signing verify
+    "tls-ca": ("gpu", "gateway"),
+}
+TRANSIT_GROUPS = {"model-data": ("gpu",), "model-signing": ("gpu",), "audit-chain": ("gateway",)}
+
+
+def _age_days(created: dt.datetime | None, when: dt.datetime) -> float | None:
+    return None if created is None else round((when - created).total_seconds() / 86400, 1)
+
+
+def _row(kind, name, version, created, hosts, when, max_age, *, expires=None, phase="", detail="") -> dict:
+    rotate_by = created + dt.timedelta(days=max_age) if created else None
+    if expires and (rotate_by is None or expires < rotate_by):
+        rotate_by = expires
+    return {
+        "kind": kind, "name": name, "version": version, "created": created.isoformat() if created else None,
+        "age_days": _age_days(created, when), "expires": expires.isoformat() if expires else None,
+        "rotate_by": rotate_by.isoformat() if rotate_by else None,
+        "due": bool(rotate_by and rotate_by <= when), "phase": phase or "current", "hosts": hosts,
+        "detail": detail, "last_rotation": None,
+    }
+
+
+def _hosts(site, groups) -> list[str]:
+    return sorted({h for g in groups for h in site.hosts_in(g)})
+
+
+def _state_phase(state: dict) -> str:
+    """A recorded rotation phase as status shows it: rotating (unfinished), overlap or current."""
+    phase = state.get("phase", "none")
+    return phase if phase in ("rotating", "overlap") else "current"
+
+
+def _phase(doc: dict, when) -> str:
+    return "overlap" if overlap.overlap_open(doc, when) else "current"
+
+
+def collect(store: Store, site, trail_limit: int = 500) -> list[dict]:
+    """The status rows (see the module docstring)."""
+    when, max_age = now(), site.settings.transit_key_max_age_days
+    rows = []
+    doc = internal_key.read_pair(store)
+    if doc.get("current"):
+        cur = doc["current"]
+        rows.append(_row(internal_key.KIND, internal_key.NAME, cur["version"], parse_time(cur["created"]),
+                         _hosts(site, GROUPS_OF["internal-api-key"]), when, max_age,
+                         expires=parse_time(doc.get("previous_expires")) if overlap.overlap_open(doc, when) else None,
+                         phase=_phase(doc, when), detail=f"key id {cur['key_id']}"))
+    else:
+        rows.append(_row(internal_key.KIND, internal_key.NAME, 0, None, [], when, max_age, phase="missing",
+                         detail="never issued: run `citadel secrets rotate internal-api-key`"))
+    for name, entry in sorted(client_keys.read(store)["clients"].items()):
+        cur = entry["current"]
+        rows.append(_row(client_keys.KIND, name, cur["version"], parse_time(cur["created"]),
+                         _hosts(site, GROUPS_OF["client-key"]), when, max_age, phase=_phase(entry, when),
+                         detail=f"key id {cur['key_id']} (stored as a SHA-256 hash)"))
+    rows.extend(_transit_rows(store, site, when, max_age))
+    rows.extend(_approle_rows(store, site, when, max_age))
+    rows.extend(_ca_rows(store, site, when, max_age))
+    last = {}
+    for entry in store.trail(limit=trail_limit):
+        last[(entry.get("kind"), entry.get("name"))] = {
+            "action": entry.get("action"), "at": entry.get("at"), "by": (entry.get("by") or {}).get("display_name"),
+        }
+    for row in rows:
+        row["last_rotation"] = last.get((row["kind"], row["name"]))
+    return rows
+
+
+def key_version_times(info: dict) -> dict[int, dt.datetime]:
+    """Creation time of each version of a transit key, as far as the server reports them."""
+    times = {}
+    for version, value in (info.get("keys") or {}).items():
+        if isinstance(value, dict):
+            stamp = parse_time(value.get("creation_time"))
+        else:
+            stamp = dt.datetime.fromtimestamp(int(value), dt.timezone.utc)
+        if stamp:
+            times[int(version)] = stamp
+    return times
+
+
+def _transit_rows(store, site, when, max_age) -> list[dict]:
+    rows = []
+    mount = site.vault.transit_mount
+    wrapped = transit.wrapped_keys(store)
+    for name in TRANSIT_KEYS:
+        info = transit.key_info(store, mount, name)
+        latest = int(info["latest_version"])
+        created = key_version_times(info).get(latest)
+        state, _ = store.state(transit.KIND, name)
+        if created is None and state.get("finished_at"):
+            created = parse_time(state["finished_at"])  # hmac keys report no version times
+        detail = f"min_decryption_version {info.get('min_decryption_version')}"
+        if name in transit.WRAPPING_KEYS:
+            detail += f"; {len(wrapped)} wrapped data key(s)"
+        rows.append(_row(transit.KIND, name, latest, created, _hosts(site, TRANSIT_GROUPS[name]), when, max_age,
+                         phase=_state_phase(state),
+                         detail=detail))
+    return rows
+
+
+def _approle_rows(store, site, when, max_age) -> list[dict]:
+    rows = []
+    for group in GROUPS:
+        doc, _ = store.read(f"{approle.PREFIX}/{group}")
+        if not doc:
+            rows.append(_row(approle.KIND, group, 0, None, _hosts(site, [group]), when, max_age, phase="missing",
+                             detail=f"never issued: run `citadel secrets rotate approle-secret-id {group}`"))
+            continue
+        info = store.client.auth.approle.read_secret_id_accessor(
+            policy_name(group), doc["accessor"], mount_point=APPROLE_MOUNT
+        )["data"]
+        expires = parse_time(info.get("expiration_time")) if info.get("expiration_time", "").startswith("2") else None
+        state, _ = store.state(approle.KIND, group)
+        rows.append(_row(approle.KIND, group, doc["version"], parse_time(doc["issued_at"]), _hosts(site, [group]),
+                         when, max_age, expires=expires, phase=_state_phase(state),
+                         detail=f"uses left {info.get('secret_id_num_uses', '?')}"))
+    return rows
+
+
+def _ca_rows(store, site, when, max_age) -> list[dict]:
+    from cryptography import x509
+
+    mount = site.vault.pki_mount
+    issuer = store.client.read(f"{mount}/issuer/default")
+    if not issuer:
+        return []
+    cert = x509.load_pem_x509_certificate(issuer["data"]["certificate"].encode())
+    expires = cert.not_valid_after_utc
+    row = _row("tls-ca", issuer["data"].get("issuer_name") or "default", 1, cert.not_valid_before_utc,
+               _hosts(site, GROUPS_OF["tls-ca"]), when, 3650, expires=expires,
+               detail="host certificates are short-lived and issued by each host's agent")
+    return [row]
