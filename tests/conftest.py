@@ -28,6 +28,8 @@ def xdist_group(path: Path) -> str:
     return next((group for prefix, group in LONG_GROUPS.items() if relative.startswith(prefix)), "main")
 
 
+# First, so xdist's own hook (which turns the group into the test's scope) sees the marker.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     for item in items:
         path = Path(item.fspath)
@@ -63,3 +65,13 @@ def lab_inventory_file(lab, tmp_path_factory) -> Path:
     from inventory.lab import write_lab_inventory
 
     return write_lab_inventory(lab, tmp_path_factory.mktemp("lab") / "lab.yaml")
+
+
+def pytest_collection_finish(session):
+    # Without the group in the node id, xdist would spread a group's tests over both workers
+    # and each would build the same lab: fail at once instead.
+    if session.config.getvalue("loadgroup") and any("@" not in item.nodeid for item in session.items):
+        raise pytest.UsageError(
+            "pytest-xdist did not add the test groups to the node ids (--dist loadgroup): "
+            "this pytest and pytest-xdist do not work together; see the pin in pyproject.toml"
+        )
