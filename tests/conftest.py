@@ -70,7 +70,7 @@ def lab_inventory_file(lab, tmp_path_factory) -> Path:
 def pytest_collection_finish(session):
     # Without the group in the node id, xdist would spread a group's tests over both workers
     # and each would build the same lab: fail at once instead.
-    if session.config.getvalue("loadgroup") and any("@" not in item.nodeid for item in session.items):
+    if getattr(session.config.option, "loadgroup", False) and any("@" not in item.nodeid for item in session.items):
         raise pytest.UsageError(
             "pytest-xdist did not add the test groups to the node ids (--dist loadgroup): "
             "this pytest and pytest-xdist do not work together; see the pin in pyproject.toml"
