@@ -106,6 +106,9 @@ def apply_pam() -> None:
 
 
 def apply_sudo(deploy_user: str, failing: dict) -> None:
+    # First: visudo -c (below) refuses every sudoers file while one drop-in is too open.
+    for path in _paths(failing.get("acct-sudoers-d-modes", ("", []))[1]):
+        files.file(name=f"{path}: 0440 root:root", path=path, user="root", group="root", mode="0440")
     files.put(
         name="The deploy user, exempt from the no-NOPASSWD rule",
         src=io.StringIO(deploy_user + "\n"), dest=DEPLOY_USER_RECORD, user="root", group="root", mode="0644",
@@ -130,8 +133,6 @@ def apply_sudo(deploy_user: str, failing: dict) -> None:
             name=f"{path}: remove rules disabling sudo authentication",
             commands=[f"sed -i -E '/^[^#]*!authenticate/d' {shlex.quote(path)}"],
         )
-    for path in _paths(failing.get("acct-sudoers-d-modes", ("", []))[1]):
-        files.file(name=f"{path}: 0440 root:root", path=path, user="root", group="root", mode="0440")
 
 
 def apply_account_state(failing: dict) -> None:

@@ -130,15 +130,20 @@ def _break_round(site, lab, controls, plan: dict, fix_roles, findings: Findings,
         outcome = fixed.hosts[lab_host.name]
         if outcome.errors or outcome.failed:
             for control in host_controls:
-                findings.add_break(control.id, f"redeploy after breaking it failed on {lab_host.name}: {outcome.errors}")
-    still = run_audit(site, all_broken, limit=names)
+                blame(control, f"redeploy after breaking {[c.id for c in host_controls]} failed on {lab_host.name}: {outcome.errors}")
+    # The whole catalog again: a redeploy that fixes the breaks but leaves something else
+    # failing is a finding too, and must not be blamed on a later round's breaks.
+    still = run_audit(site, controls, limit=names)
     for lab_host, host_controls in broken.items():
-        ids = {c.id for c in host_controls}
-        for r in still:
-            if r.host == lab_host.name and r.control in ids and r.status in ("fail", "error"):
-                findings.add_break(r.control, f"not fixed by redeploy on {lab_host.name}: {r.evidence}")
-                # Left broken: later rounds on this host must not count it against another control.
-                known_bad.setdefault(lab_host.name, set()).add(r.control)
+        failing = {r.control: r.evidence for r in still if r.host == lab_host.name and r.status in ("fail", "error")}
+        ids = [c.id for c in host_controls]
+        others = sorted(failing.keys() - set(ids) - known_bad.get(lab_host.name, set()))
+        for control in host_controls:
+            if control.id in failing:
+                blame(control, f"not fixed by redeploy on {lab_host.name}: {failing[control.id]}")
+            if others:
+                blame(control, f"after breaking {ids} and redeploying on {lab_host.name}, {others} fail")
+        known_bad[lab_host.name] = set(failing)  # what the next round on this host starts from
     return retest
 
 
