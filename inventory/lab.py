@@ -19,7 +19,7 @@ DEFAULT_LAB_INVENTORY = Path("inventory/lab.yaml")
 
 def _listen_port(lab_host) -> dict:
     # The VM is reached through qemu's port forward; inside it sshd listens on 22.
-    return {"listen_port": 22} if lab_host.port != 22 else {}
+    return {"listen_port": 22} if lab_host.kind == "vm" else {}
 
 
 def lab_inventory(lab) -> dict:

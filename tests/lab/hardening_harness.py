@@ -61,6 +61,7 @@ class Findings:
     # Per control: None when its break was caught alone and fixed; else what went wrong.
     breaks: dict[str, list[str]] = field(default_factory=dict)
     untestable: list[str] = field(default_factory=list)
+    retested_alone: list[str] = field(default_factory=list)  # surprised in a round of several breaks
 
     def add(self, message: str) -> None:
         self.problems.append(message)
@@ -207,7 +208,7 @@ def check_areas(
         _break_round(site, lab, controls, plan, fix_roles, findings, known_bad, isolated=True)
         say(f"  alone {number}: {', '.join(c.id for v in plan.values() for c in v)}")
     findings.timings["break rounds"] = time.monotonic() - start
-    findings.timings["re-tested alone"] = len(alone)
+    findings.retested_alone = [c.id for c in alone]
     return findings
 
 
@@ -232,7 +233,7 @@ def main() -> int:
         path = write_lab_inventory(lab, Path(tempfile.mkdtemp()) / "lab.yaml")
         site = load_inventory(path)
         findings = check_areas(site, lab, ["base", area_role(args.area)], area_controls(args.area))
-        print(f"timings: {findings.timings}")
+        print(f"timings: {findings.timings}; re-tested alone: {findings.retested_alone}")
         for problem in findings.problems:
             print(f"PROBLEM: {problem}")
         print(f"{len(findings.problems)} problem(s)")
