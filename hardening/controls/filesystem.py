@@ -166,8 +166,6 @@ ABSENT = [
      "A deny list lets every account not named schedule at jobs; Citadel keeps an allow list only."),
 ]
 
-# sudoers.d drop-ins: every file root-owned, mode 0440 at most (the lab's citadel file is 0440).
-
 # Nothing under Citadel's configuration may be writable by group or others.
 CITADEL_CONFIG = "/etc/citadel"
 

@@ -131,9 +131,10 @@ def _break_round(site, lab, controls, plan: dict, fix_roles, findings: Findings,
         outcome = fixed.hosts[lab_host.name]
         if outcome.errors or outcome.failed:
             for control in host_controls:
-                blame(control, f"redeploy after breaking {[c.id for c in host_controls]} failed on {lab_host.name}: {outcome.errors}")
-    # The whole catalog again: a redeploy that fixes the breaks but leaves something else
-    # failing is a finding too, and must not be blamed on a later round's breaks.
+                findings.add_break(control.id, f"redeploy after breaking {[c.id for c in host_controls]} failed on {lab_host.name}: {outcome.errors}")
+    # Whatever was broken, together or alone, one redeploy must repair all of it: failures
+    # from here on are findings in any round. The whole catalog again: a redeploy that leaves
+    # something else failing is a finding too, and must not be blamed on a later round.
     still = run_audit(site, controls, limit=names)
     for lab_host, host_controls in broken.items():
         failing = {r.control: r.evidence for r in still if r.host == lab_host.name and r.status in ("fail", "error")}
@@ -141,9 +142,9 @@ def _break_round(site, lab, controls, plan: dict, fix_roles, findings: Findings,
         others = sorted(failing.keys() - set(ids) - known_bad.get(lab_host.name, set()))
         for control in host_controls:
             if control.id in failing:
-                blame(control, f"not fixed by redeploy on {lab_host.name}: {failing[control.id]}")
+                findings.add_break(control.id, f"not fixed by redeploy on {lab_host.name}: {failing[control.id]}")
             if others:
-                blame(control, f"after breaking {ids} and redeploying on {lab_host.name}, {others} fail")
+                findings.add_break(control.id, f"after breaking {ids} and redeploying on {lab_host.name}, {others} fail")
         known_bad[lab_host.name] = set(failing)  # what the next round on this host starts from
     return retest
 
