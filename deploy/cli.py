@@ -122,6 +122,7 @@ def deploy_command(
         int, typer.Option("--verbose", "-v", count=True, help="More output: -v no-ops, -vv commands, -vvv their output.")
     ] = 0,
     as_json: JsonOption = False,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Apply roles to the hosts of an inventory, over SSH, in parallel.
 
@@ -130,6 +131,11 @@ def deploy_command(
     second run on an unchanged host changes nothing. Secrets never appear in the output,
     at any verbosity.
 
+    The vault-agent role talks to Vault (a response-wrapped secret-id for each host whose
+    agent must log in anew): the address, CA and token are found as for `citadel vault
+    bootstrap` (BAO_ADDR/VAULT_ADDR, BAO_CACERT/VAULT_CACERT, BAO_TOKEN/VAULT_TOKEN or a
+    token file; never an argument). Other roles never ask for it.
+
     Exit 0 when every host succeeded, 1 when any host failed or was unreachable, 2 on bad
     input (nothing is done).
 
@@ -137,8 +143,10 @@ def deploy_command(
     """
     from deploy.progress import RichDeployListener
     from deploy.runner import DeployError, configure_logging, run_deploy, select_hosts, select_roles
+    from deploy.vault.client import Access, resolve
 
     site = _load(inventory)
+    vault = Access(lambda: resolve(site.vault, token_file))
     try:
         roles = select_roles(role)
         hosts = select_hosts(site, limit)
@@ -147,7 +155,8 @@ def deploy_command(
     configure_logging(verbose, RichHandler(console=err, show_time=False, show_path=False, markup=False))
     with RichDeployListener(err) as listener:
         report = run_deploy(
-            site, [r.name for r in roles], limit=hosts, dry_run=dry_run, verbosity=verbose, diff=diff, listener=listener
+            site, [r.name for r in roles], limit=hosts, dry_run=dry_run, verbosity=verbose, diff=diff, listener=listener,
+            vault=vault,
         )
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
@@ -382,6 +391,14 @@ def vault_serve(
     port: Annotated[
         int, typer.Option("--port", "-p", help="TCP port on 127.0.0.1 (the cluster port is PORT+1).")
     ] = 8200,
+    lab: Annotated[
+        bool,
+        typer.Option(
+            "--lab",
+            help="Also listen on the address where the running lab's hosts reach this machine "
+            "(written by `citadel lab up` into the lab inventory's vault.address).",
+        ),
+    ] = False,
 ) -> None:
     """Run an embedded OpenBao server on 127.0.0.1, initialised and unsealed. NOT FOR PRODUCTION.
 
@@ -392,6 +409,10 @@ def vault_serve(
     The unseal key and root token are kept in DIR/unseal.key and DIR/root.token (mode
     0600): on the same disk as the data, which is why this mode is only for trying
     Citadel. Nothing secret is printed.
+
+    With --lab it also listens on the lab's Vault address (the first host link's address on
+    this machine; every lab host has a route to it and nowhere else), so the hosts' Vault
+    agents can reach it; its certificate names that address too.
 
     Running it again is safe: a running, unsealed server is left alone; a stopped one is
     started and unsealed from the stored key.
@@ -405,8 +426,13 @@ def vault_serve(
     from deploy.vault.server import WARNING, serve
 
     err.print(f"[bold yellow]warning:[/] {WARNING}", highlight=False, soft_wrap=True)
+    also: tuple[str, ...] = ()
+    if lab:
+        import deploy.lab
+
+        also = (_lab_call(deploy.lab.vault_address),)
     with err.status("starting the embedded OpenBao server"):
-        vault = _vault_call(serve, directory, port)
+        vault = _vault_call(serve, directory, port, also)
     if vault.changed:
         for action in vault.actions:
             err.print(f"  {action}", highlight=False)

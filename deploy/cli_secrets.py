@@ -44,6 +44,7 @@ class Kind(str, Enum):
     client_key = "client-key"
     transit_key = "transit-key"
     approle_secret_id = "approle-secret-id"
+    tls_cert = "tls-cert"
 
 
 def _store(inventory, token_file):
@@ -190,7 +191,7 @@ def secrets_rotate(
     name: Annotated[
         Optional[str],
         typer.Argument(help="client-key: the client; transit-key: the key (model-data, model-signing, audit-chain); "
-                       "approle-secret-id: the group (gpu, gateway).", show_default=False),
+                       "approle-secret-id, tls-cert: the group (gpu, gateway).", show_default=False),
     ] = None,
     inventory: InventoryOption = ...,
     finish: Annotated[
@@ -199,6 +200,9 @@ def secrets_rotate(
     grace: Annotated[
         str, typer.Option("--grace", help="API keys: how long the previous key stays accepted (e.g. 30m, 1h, 2d).")
     ] = "1h",
+    wait: Annotated[
+        float, typer.Option("--wait", min=1, help="tls-cert: seconds to wait for every host's agent to issue its new certificate.")
+    ] = 180,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -215,6 +219,9 @@ def secrets_rotate(
       refused. model-signing and audit-chain keep old versions for verification.
     * `approle-secret-id GROUP`: a new secret-id for the group's hosts; --finish destroys
       the previous one (and any orphaned by an earlier failure).
+    * `tls-cert GROUP`: every host of the group has its agent issue a new certificate (the
+      private key never leaves the host) and reload its service; the command waits until
+      PKI shows them all (--wait). --finish revokes the previous certificates.
 
     Each rotation records its intent before changing anything and resumes where it
     stopped when run again: if Vault fails midway the command exits 1, names the secret,
@@ -228,7 +235,7 @@ def secrets_rotate(
     Example: `citadel secrets rotate transit-key model-data -i site.yaml`, then once hosts
     have caught up, `citadel secrets rotate transit-key model-data -i site.yaml --finish`
     """
-    from deploy.secrets import KINDS, approle, client_keys, internal_key, transit
+    from deploy.secrets import KINDS, approle, client_keys, internal_key, tls, transit
 
     needs_name = KINDS[kind.value]
     if needs_name and not name:
@@ -249,6 +256,11 @@ def secrets_rotate(
             key, result = vault_call(client_keys.rotate, store, name, period)
     elif kind is Kind.transit_key:
         result = vault_call(transit.finish if finish else transit.rotate, store, mount, name, progress=_progress)
+    elif kind is Kind.tls_cert:
+        if finish:
+            result = vault_call(tls.finish, store, site, name, progress=_progress)
+        else:
+            result = vault_call(tls.rotate, store, site, name, wait=wait, progress=_progress)
     else:
         result = vault_call(approle.finish if finish else approle.rotate, store, name, progress=_progress)
     _print_result(result, as_json, key)

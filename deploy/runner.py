@@ -162,8 +162,11 @@ def _known_hosts_file(site: Inventory, names: list[str], directory: Path) -> Pat
     return path
 
 
-def build_pyinfra_inventory(site: Inventory, names: list[str], known_hosts: Path) -> PyinfraInventory:
-    """One pyinfra host per inventory host, with strict host key checking always on."""
+def build_pyinfra_inventory(site: Inventory, names: list[str], known_hosts: Path, vault=None) -> PyinfraInventory:
+    """One pyinfra host per inventory host, with strict host key checking always on.
+
+    `vault` (a ``deploy.vault.client.Access``, or None) is what roles that talk to Vault use.
+    """
     hosts = []
     for name in names:
         entry = site.hosts[name]
@@ -178,6 +181,7 @@ def build_pyinfra_inventory(site: Inventory, names: list[str], known_hosts: Path
             "ssh_paramiko_connect_kwargs": {"timeout": ssh.connect_timeout, "banner_timeout": ssh.connect_timeout},
             "_sudo": ssh.sudo,
             "citadel_site": site,
+            "citadel_vault": vault,
         }
         if ssh.key:
             data["ssh_key"] = str(ssh.key)
@@ -229,6 +233,7 @@ def run_deploy(
     verbosity: int = 0,
     diff: bool = False,
     listener: DeployListener | None = None,
+    vault=None,
 ) -> DeployReport:
     """Apply roles to hosts; see the module docstring. Never raises for a host's failure."""
     roles = select_roles(role_names)
@@ -239,7 +244,7 @@ def run_deploy(
     with tempfile.TemporaryDirectory(prefix="citadel-deploy-") as scratch:
         known_hosts = _known_hosts_file(site, names, Path(scratch))
         config = Config(PARALLEL=min(len(names), MAX_PARALLEL), DIFF=diff)
-        state = State(build_pyinfra_inventory(site, names, known_hosts), config)
+        state = State(build_pyinfra_inventory(site, names, known_hosts, vault), config)
         configure_output(verbosity, state)
         state.add_callback_handler(_Recorder(outcomes, listener))
 

@@ -52,6 +52,7 @@ class Lab:
     ssh_user: str
     ssh_key: Path
     apt_repo: Path
+    vault_address: str | None = None  # where its container hosts reach this machine's Vault
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -117,7 +118,18 @@ def _lab_from_state(st: dict[str, Any]) -> Lab:
         ssh_user=SSH_USER,
         ssh_key=Path(st["ssh_key"]),
         apt_repo=Path(st["apt_repo"]),
+        vault_address=network.vault_address(st["subnet"]) if st.get("host_count") else None,
     )
+
+
+def vault_address(*, name: str = "citadel") -> str:
+    """The address the running lab's container hosts reach this machine's Vault on."""
+    st = state.load(name)
+    if not st or not st.get("complete"):
+        raise LabError("no lab is up: run `citadel lab up` first")
+    if not st.get("host_count"):
+        raise LabError("the lab has no container host (the VM reaches nothing): nothing to listen for")
+    return network.vault_address(st["subnet"])
 
 
 def _host_running(record: dict[str, Any]) -> bool:
@@ -329,7 +341,7 @@ def _bring_up_host(
     record["host_key"] = containers.prepare(root, host, pubkey)
     known_hosts = host_dir / "known_hosts"
     known_hosts.write_text(f"{record['address']} {record['host_key']}\n")
-    network.create(network.plan(name, st["subnet"], record["index"]))
+    network.create(network.plan(name, st["subnet"], record["index"]), network.vault_address(st["subnet"]))
     cgroups = [Path(c) for c in record["cgroups"]]
     log = Path(record["log"])
     record["lock"] = containers.lock_file(root)

@@ -2,7 +2,10 @@
 
 Host i (1-based) gets the i-th /30 of the lab's subnet: this machine's end is .1 and the
 container's end .2 of that /30. Nothing else: no default route and no forwarding, so a
-container cannot reach anything beyond its /30 (like an air-gapped hospital network).
+container cannot reach anything beyond its /30 (like an air-gapped hospital network),
+except one host route to this machine's end of the first link, the lab's Vault address
+(`vault_address`): where `citadel vault serve --lab` also listens, as a hospital's hosts
+reach their Vault and nothing else.
 """
 
 from __future__ import annotations
@@ -75,6 +78,11 @@ def plan(lab_name: str, subnet: str, index: int) -> HostNet:
     )
 
 
+def vault_address(subnet: str) -> str:
+    """Where lab hosts reach this machine's Vault: this machine's end of host 1's link."""
+    return str(ipaddress.ip_network(subnet).network_address + 1)
+
+
 def check_subnet_free(subnet: str) -> None:
     """Raise LabError if an address of this machine already lies in ``subnet``."""
     network = ipaddress.ip_network(subnet)
@@ -98,8 +106,12 @@ def _ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.
     return result
 
 
-def create(net: HostNet) -> None:
-    """Create the namespace and the veth pair, address both ends and bring them up."""
+def create(net: HostNet, service_address: str | None = None) -> None:
+    """Create the namespace and the veth pair, address both ends and bring them up.
+
+    `service_address` (this machine's, on another host's link) gets a host route via this
+    host's link, so the host reaches it; nothing else is routed.
+    """
     _ip("netns", "add", net.netns)
     _ip("link", "add", net.veth, "type", "veth", "peer", "name", net.peer, "netns", net.netns)
     _ip("addr", "add", f"{net.controller_address}/{net.prefixlen}", "dev", net.veth)
@@ -107,6 +119,8 @@ def create(net: HostNet) -> None:
     _ip("link", "set", "lo", "up", netns=net.netns)
     _ip("addr", "add", f"{net.address}/{net.prefixlen}", "dev", net.peer, netns=net.netns)
     _ip("link", "set", net.peer, "up", netns=net.netns)
+    if service_address and service_address != net.controller_address:
+        _ip("route", "add", f"{service_address}/32", "via", net.controller_address, netns=net.netns)
 
 
 def destroy(netns: str, veth: str) -> None:

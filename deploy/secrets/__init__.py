@@ -9,6 +9,7 @@
   keys (stored only as hashes);
 - :mod:`deploy.secrets.internal_key` rotates the key the gateway presents to vLLM;
 - :mod:`deploy.secrets.transit` rotates transit keys and rewraps model data keys;
+- :mod:`deploy.secrets.tls` has the hosts' agents issue new TLS certificates;
 - :mod:`deploy.secrets.approle` rotates the AppRole secret-ids of host groups;
 - :mod:`deploy.secrets.status` gathers every secret's version, age, expiry and hosts.
 
@@ -32,4 +33,5 @@ KINDS = {
     "client-key": True,
     "transit-key": True,
     "approle-secret-id": True,
+    "tls-cert": True,
 }

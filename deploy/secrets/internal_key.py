@@ -33,6 +33,7 @@ NAME = "vllm"
 PATHS = ("gpu/internal-api-key", "gateway/internal-api-key")  # order matters: hosts that check first
 PREFIX = "ik_"
 COMMAND = "citadel secrets rotate internal-api-key"
+DEFAULT_GRACE = dt.timedelta(hours=1)
 
 
 def _version(doc: dict | None) -> int:

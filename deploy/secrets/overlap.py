@@ -25,10 +25,10 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import secrets as pysecrets
 
+# The checking side lives with the hosts' runtime code, which reads the same documents.
+from citadel_runtime.keydoc import accepted, digest, key_id, match, overlap_open  # noqa: F401
 from deploy.redaction import Secret
 
 
@@ -41,15 +41,6 @@ def new_key(prefix: str) -> Secret:
     return Secret(prefix + pysecrets.token_urlsafe(32))
 
 
-def digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def key_id(value: str) -> str:
-    """A short public identifier of a key (from its hash): safe to show, log and record."""
-    return digest(value)[:12]
-
-
 def slot(value: str, version: int, when: dt.datetime, hashed: bool) -> dict:
     """One key's record: its version, creation time, id, and the key or only its hash."""
     entry = {"version": version, "created": when.isoformat(), "key_id": key_id(value)}
@@ -58,17 +49,6 @@ def slot(value: str, version: int, when: dt.datetime, hashed: bool) -> dict:
     else:
         entry["value"] = value
     return entry
-
-
-def _expires(doc: dict) -> dt.datetime | None:
-    text = doc.get("previous_expires")
-    return dt.datetime.fromisoformat(text) if text else None
-
-
-def overlap_open(doc: dict, when: dt.datetime) -> bool:
-    """Whether a previous key is still accepted at `when`."""
-    expires = _expires(doc)
-    return bool(doc.get("previous")) and expires is not None and when < expires
 
 
 def start(doc: dict, new: dict, grace: dt.timedelta, when: dt.datetime) -> dict:
@@ -90,22 +70,3 @@ def start(doc: dict, new: dict, grace: dt.timedelta, when: dt.datetime) -> dict:
 def finish(doc: dict) -> dict:
     """`doc` with only its current key: the previous one is no longer accepted."""
     return {"current": doc.get("current"), "previous": None, "previous_expires": None}
-
-
-def accepted(doc: dict, when: dt.datetime) -> list[dict]:
-    """The slots a checker accepts at `when`, newest first."""
-    slots = [doc["current"]] if doc.get("current") else []
-    if overlap_open(doc, when):
-        slots.append(doc["previous"])
-    return slots
-
-
-def match(doc: dict, presented: str, when: dt.datetime) -> dict | None:
-    """The accepted slot that `presented` is the key of, or None (constant-time compares)."""
-    found = None
-    for entry in accepted(doc, when):
-        expected = entry.get("sha256") or entry.get("value") or ""
-        candidate = digest(presented) if "sha256" in entry else presented
-        if hmac.compare_digest(candidate.encode(), expected.encode()):
-            found = entry
-    return found

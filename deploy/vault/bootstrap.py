@@ -103,29 +103,31 @@ def seconds(value) -> int:
     raise ValueError(f"not a duration: {value!r}")
 
 
-def group_networks(site, group: str) -> list[str]:
-    """The /32 or /128 networks of the group's hosts; DNS names are resolved now.
+def host_networks(site, name: str) -> list[str]:
+    """The /32 or /128 networks of one host; a DNS name is resolved now.
 
     AppRole binds logins and tokens to source addresses, which must be IPs: a host given by
     name is resolved here, and one that does not resolve is an error, because binding
     nothing would let a stolen secret-id log in from anywhere.
     """
-    networks = set()
-    for name in site.hosts_in(group):
-        address = site.hosts[name].address
+    address = site.hosts[name].address
+    try:
+        ips = [ipaddress.ip_address(address)]
+    except ValueError:
         try:
-            ips = [ipaddress.ip_address(address)]
-        except ValueError:
-            try:
-                ips = {ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(address, None)}
-            except socket.gaierror:
-                raise VaultError(
-                    f"hosts.{name}.address: {address} does not resolve, and AppRole needs IP addresses to "
-                    "bind logins to: give the host's IP address",
-                    exit_code=2,
-                ) from None
-        networks.update(str(ipaddress.ip_network(ip)) for ip in ips)
-    return sorted(networks)
+            ips = {ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(address, None)}
+        except socket.gaierror:
+            raise VaultError(
+                f"hosts.{name}.address: {address} does not resolve, and AppRole needs IP addresses to "
+                "bind logins to: give the host's IP address",
+                exit_code=2,
+            ) from None
+    return sorted(str(ipaddress.ip_network(ip)) for ip in ips)
+
+
+def group_networks(site, group: str) -> list[str]:
+    """The networks (see `host_networks`) of every host of the group."""
+    return sorted({network for name in site.hosts_in(group) for network in host_networks(site, name)})
 
 
 def group_names(site, group: str) -> list[str]:
@@ -289,6 +291,7 @@ class Bootstrapper:
                 "client_flag": True,  # mutual TLS between gateway and GPU hosts
                 "key_type": "ec",
                 "key_bits": 256,
+                "ou": [group],  # tells a host's gpu and gateway certificates apart (deploy.secrets.tls)
                 "ttl": CERT_TTL,
                 "max_ttl": CERT_MAX_TTL,
             }
@@ -357,7 +360,46 @@ class Bootstrapper:
         self.pki()
         self.policies()
         self.approles()
+        self.seed_secrets()
         return self.report
+
+    # -- first secrets ---------------------------------------------------------------
+
+    def seed_secrets(self) -> None:
+        """The first version of what host agents render and wait for, when there is none.
+
+        An agent's template blocks until every secret it reads exists, so a host would never
+        get its files: the internal model-server key (version 1) and each group's TLS
+        rotation counter (generation 1) are made here, never replaced (rotation does that).
+        """
+        from deploy.secrets import client_keys, internal_key, tls
+        from deploy.secrets.store import Store
+
+        store = Store(self.client, self.vault.kv_mount)
+        fresh_mount = self.vault.kv_mount in self.new_mounts
+        if fresh_mount or not internal_key.read_pair(store):
+            if not self.dry_run:
+                internal_key.rotate(store, grace=internal_key.DEFAULT_GRACE)
+            self._add("secret", "internal-api-key", "created", "version 1")
+        else:
+            self._add("secret", "internal-api-key", "unchanged", "exists; rotated by `citadel secrets rotate`")
+        for group in GROUPS:
+            if not self.site.hosts_in(group):
+                continue
+            path = tls.counter_path(group)
+            if fresh_mount or store.read(path)[0] is None:
+                if not self.dry_run:
+                    tls.seed(store, group)
+                self._add("secret", path, "created", "TLS rotation generation 1")
+            else:
+                self._add("secret", path, "unchanged", "exists")
+        if self.site.hosts_in("gateway"):
+            if fresh_mount or store.read(client_keys.PATH)[0] is None:
+                if not self.dry_run:
+                    store.write(client_keys.PATH, {"clients": {}}, 0)
+                self._add("secret", client_keys.PATH, "created", "no client yet (`citadel secrets issue-client`)")
+            else:
+                self._add("secret", client_keys.PATH, "unchanged", "exists")
 
 
 def _same(key: str, have, want) -> bool:

@@ -159,3 +159,32 @@ def connect(settings: Settings, timeout: float = 30):
             f"Vault at {settings.address} refused the token from {settings.token_source}: it is wrong, expired or revoked"
         ) from None
     return client
+
+
+class Access:
+    """Vault for a deploy: connected on first use, so roles that need no Vault never ask for it.
+
+    Roles reach it as ``host.data.citadel_vault`` (see ``deploy.runner``).
+
+    Example::
+
+        >>> access = Access(lambda: resolve(site.vault))          # doctest: +SKIP
+        >>> access.client.sys.read_health_status(method="GET")     # doctest: +SKIP
+    """
+
+    def __init__(self, settings_factory):
+        self._settings_factory = settings_factory
+        self._settings: Settings | None = None
+        self._client = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = self._settings_factory()
+        return self._settings
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = connect(self.settings)
+        return self._client

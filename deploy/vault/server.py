@@ -149,9 +149,21 @@ def bao_binary() -> str:
     )
 
 
-def render_config(layout: Layout, port: int) -> str:
+def render_config(layout: Layout, port: int, also_listen: tuple[str, ...] = ()) -> str:
     """The server's HCL configuration (no secret in it)."""
     tls = tls_paths(layout.directory)
+    extra = "".join(
+        f"""
+# Also on {address}: `--listen`, for the lab's hosts (their only route leads here).
+listener "tcp" {{
+  address         = "{address}:{port}"
+  tls_cert_file   = "{tls.cert_file}"
+  tls_key_file    = "{tls.key_file}"
+  tls_min_version = "tls12"
+}}
+"""
+        for address in also_listen
+    )
     return f"""\
 # Written by `citadel vault serve`: an embedded lab server, not for production.
 ui = false
@@ -168,7 +180,7 @@ listener "tcp" {{
   tls_key_file    = "{tls.key_file}"
   tls_min_version = "tls12"
 }}
-
+{extra}
 api_addr     = "https://{HOST}:{port}"
 cluster_addr = "https://{HOST}:{port + 1}"
 
@@ -289,8 +301,13 @@ def _start(layout: Layout, port: int) -> int:
     return process.pid
 
 
-def serve(directory: Path | None = None, port: int = DEFAULT_PORT) -> EmbeddedVault:
-    """Make sure an initialised, unsealed embedded server runs from `directory`."""
+def serve(directory: Path | None = None, port: int = DEFAULT_PORT, also_listen: tuple[str, ...] = ()) -> EmbeddedVault:
+    """Make sure an initialised, unsealed embedded server runs from `directory`.
+
+    `also_listen` are more local IP addresses to listen on besides 127.0.0.1 (the lab's
+    hosts reach the server on their link's address: see ``deploy.lab.network``).
+    """
+    also_listen = tuple(sorted(set(also_listen) - {HOST}))
     if not 1024 <= port <= 65534:
         raise VaultError(f"--port must be between 1024 and 65534 (it also uses port+1), got {port}", exit_code=2)
     layout = Layout(Path(directory or default_directory()).expanduser().resolve())
@@ -301,20 +318,21 @@ def serve(directory: Path | None = None, port: int = DEFAULT_PORT) -> EmbeddedVa
     pid = running_pid(layout.directory)
     if pid is not None:
         state = json.loads(layout.state.read_text())
-        if state["port"] != port:
+        if state["port"] != port or tuple(state.get("also_listen", ())) != also_listen:
             raise VaultError(
-                f"the embedded server in {layout.directory} already runs on port {state['port']}, not {port}: "
-                "stop it first (`citadel vault stop`) or use its port",
+                f"the embedded server in {layout.directory} already runs on port {state['port']} "
+                f"(also listening on {', '.join(state.get('also_listen', ())) or 'nothing else'}), not as asked: "
+                "stop it first (`citadel vault stop`) or ask for what runs",
                 exit_code=2,
             )
     else:
-        if needs_new_certificate(tls_paths(layout.directory)):
-            write_tls(layout.directory, HOST)
+        if needs_new_certificate(tls_paths(layout.directory), addresses=also_listen):
+            write_tls(layout.directory, HOST, also_listen)
             actions.append("made a CA and a server certificate")
         layout.audit_log.parent.mkdir(mode=0o700, exist_ok=True)
         layout.data.mkdir(mode=0o700, exist_ok=True)
-        layout.config.write_text(render_config(layout, port))
-        layout.state.write_text(json.dumps({"port": port}) + "\n")
+        layout.config.write_text(render_config(layout, port, also_listen))
+        layout.state.write_text(json.dumps({"port": port, "also_listen": list(also_listen)}) + "\n")
         pid = _start(layout, port)
         actions.append(f"started bao server (pid {pid})")
 

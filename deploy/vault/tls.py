@@ -42,13 +42,17 @@ def tls_paths(directory: Path) -> TLSPaths:
     return TLSPaths(directory / "ca.pem", directory / "tls" / "server.pem", directory / "tls" / "server-key.pem")
 
 
-def needs_new_certificate(paths: TLSPaths, now: datetime.datetime | None = None) -> bool:
-    """True when any file is missing or the server certificate expires soon."""
+def needs_new_certificate(
+    paths: TLSPaths, now: datetime.datetime | None = None, addresses: tuple[str, ...] = ()
+) -> bool:
+    """True when any file is missing, the server certificate expires soon or lacks one of `addresses`."""
     if not (paths.ca_file.exists() and paths.cert_file.exists() and paths.key_file.exists()):
         return True
     now = now or datetime.datetime.now(datetime.timezone.utc)
     cert = x509.load_pem_x509_certificate(paths.cert_file.read_bytes())
-    return cert.not_valid_after_utc - now < RENEW_WITHIN
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    have = {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+    return cert.not_valid_after_utc - now < RENEW_WITHIN or not set(addresses) <= have
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -69,8 +73,8 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_tls(directory: Path, host: str = "127.0.0.1") -> TLSPaths:
-    """Make a fresh CA and a server certificate for `host`; return where they are."""
+def write_tls(directory: Path, host: str = "127.0.0.1", also: tuple[str, ...] = ()) -> TLSPaths:
+    """Make a fresh CA and a server certificate for `host` (and the addresses `also`)."""
     paths = tls_paths(directory)
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -106,7 +110,9 @@ def write_tls(directory: Path, host: str = "127.0.0.1") -> TLSPaths:
         .not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(a)) for a in (host, *also)] + [x509.DNSName("localhost")]
+            ),
             critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

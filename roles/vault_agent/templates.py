@@ -1,0 +1,176 @@
+"""What the vault-agent role writes: the agent's HCL and the templates of each group's secrets.
+
+Pure functions of the inventory, so reruns write the same bytes (no-ops) and the unit
+tests read exactly what hosts get. No secret is in any of it: templates name Vault paths,
+and the agent fetches the values with its own token.
+
+Per group, the secrets and the service they are rendered for (file owner, mode 0400):
+
+- gpu, for ``citadel-keyguard``: ``tls.pem`` (private key, certificate and issuing CA from
+  one PKI request, so the two always match) and ``internal-api-key.json`` (only the SHA-256
+  of the current and previous internal keys: the GPU host recognises the key, never holds it);
+- gateway, for ``citadel-gateway``: ``tls.pem``, ``internal-api-key.json`` (the keys
+  themselves: the gateway presents them) and ``client-keys.json`` (clients' key hashes).
+
+Example::
+
+    >>> print(agent_hcl(SPECS["gpu"], "https://10.77.0.1:8200", "kv", "pki"))  # doctest: +ELLIPSIS
+    # Managed by Citadel (role vault-agent)...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BINARY = "/usr/local/lib/citadel/bao"
+CONFIG_ROOT = "/etc/citadel/agent"
+SECRETS_ROOT = "/etc/citadel/secrets"
+STATE_ROOT = "/var/lib/citadel-agent"  # systemd's StateDirectory
+RUN_ROOT = "/run/citadel-agent"  # systemd's RuntimeDirectory
+UNIT = "citadel-agent@.service"
+RENDER_INTERVAL = "30s"  # how often static secrets (KV) are re-read: rotations reach hosts within it
+PKI_CA = "/etc/citadel/pki-ca.pem"  # the CA of hosts' certificates, public, for clients
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One group's agent: the service its secrets are for, and how that service reloads."""
+
+    group: str
+    pki_role: str
+    service: str
+    user: str
+    secrets_dir: str
+    files: tuple[str, ...]
+    reload: str
+
+    @property
+    def instance(self) -> str:
+        return f"citadel-agent@{self.group}"
+
+    @property
+    def config_dir(self) -> str:
+        return f"{CONFIG_ROOT}/{self.group}"
+
+    @property
+    def secret_id_file(self) -> str:
+        return f"{STATE_ROOT}/{self.group}/secret-id"
+
+    @property
+    def sink(self) -> str:
+        return f"{RUN_ROOT}/{self.group}/token"
+
+
+SPECS = {
+    "gpu": Spec(
+        group="gpu", pki_role="host", service="citadel-keyguard", user="citadel-keyguard",
+        secrets_dir=f"{SECRETS_ROOT}/keyguard", files=("tls.pem", "internal-api-key.json"),
+        # Starts it too: the first render happens before the keyguard could start.
+        reload="systemctl reload-or-restart citadel-keyguard.service",
+    ),
+    "gateway": Spec(
+        group="gateway", pki_role="gateway", service="citadel-gateway", user="citadel-gateway",
+        secrets_dir=f"{SECRETS_ROOT}/gateway", files=("tls.pem", "internal-api-key.json", "client-keys.json"),
+        reload="systemctl try-reload-or-restart citadel-gateway.service",
+    ),
+}
+
+
+def tls_template(spec: Spec, kv_mount: str, pki_mount: str, host_name: str, address: str, ip: bool) -> str:
+    """Key, certificate and CA from one issue; re-issued when the group's rotation counter moves.
+
+    The counter's generation goes along as ``citadel_rotation`` (PKI ignores it): a new
+    generation is a new request, so the agent issues a new certificate at once.
+    """
+    sans = f'"ip_sans={address}"' if ip else f'"alt_names={address}"'
+    return (
+        f'{{{{- with secret "{kv_mount}/data/{spec.group}/tls-rotation" -}}}}\n'
+        f'{{{{- with secret "{pki_mount}/issue/{spec.pki_role}" "common_name={host_name}" {sans} '
+        f'(printf "citadel_rotation=%v" .Data.data.generation) -}}}}\n'
+        "{{ .Data.private_key }}\n{{ .Data.certificate }}\n{{ .Data.issuing_ca }}\n"
+        "{{- end }}{{- end }}\n"
+    )
+
+
+def internal_key_template(spec: Spec, kv_mount: str) -> str:
+    """The internal key document: hashes for the GPU side, the keys for the gateway."""
+    path = f"{kv_mount}/data/{spec.group}/internal-api-key"
+    if spec.group == "gateway":
+        return f'{{{{ with secret "{path}" }}}}{{{{ .Data.data | toJSON }}}}{{{{ end }}}}\n'
+    slot = (
+        '{{- define "slot" }}{"version": {{ .version }}, "key_id": "{{ .key_id }}", '
+        '"sha256": "{{ .value | sha256Hex }}"}{{ end }}'
+    )
+    return (
+        slot + f'\n{{{{- with secret "{path}" }}}}{{{{ $d := .Data.data -}}}}\n'
+        '{"current": {{ template "slot" $d.current }}, '
+        '"previous": {{ if $d.previous }}{{ template "slot" $d.previous }}{{ else }}null{{ end }}, '
+        '"previous_expires": {{ if $d.previous_expires }}"{{ $d.previous_expires }}"{{ else }}null{{ end }}}\n'
+        "{{- end }}\n"
+    )
+
+
+def client_keys_template(spec: Spec, kv_mount: str) -> str:
+    return f'{{{{ with secret "{kv_mount}/data/gateway/client-keys" }}}}{{{{ .Data.data | toJSON }}}}{{{{ end }}}}\n'
+
+
+def templates(spec: Spec, kv_mount: str, pki_mount: str, host_name: str, address: str, ip: bool) -> dict[str, str]:
+    """File name (in the secrets directory) -> template text, for one group on one host."""
+    found = {
+        "tls.pem": tls_template(spec, kv_mount, pki_mount, host_name, address, ip),
+        "internal-api-key.json": internal_key_template(spec, kv_mount),
+        "client-keys.json": client_keys_template(spec, kv_mount),
+    }
+    return {name: found[name] for name in spec.files}
+
+
+def agent_hcl(spec: Spec, vault_address: str, kv_mount: str, pki_mount: str, approle_mount: str = "approle") -> str:
+    """The agent's configuration: AppRole auto-auth with a wrapped secret-id, a sink, templates."""
+    blocks = [
+        f"# Managed by Citadel (role vault-agent): the Vault agent of host group {spec.group}.",
+        f'pid_file = "{RUN_ROOT}/{spec.group}/agent.pid"',
+        "",
+        "vault {",
+        f'  address = "{vault_address}"',
+        f'  ca_cert = "{spec.config_dir}/vault-ca.pem"',
+        "}",
+        "",
+        "auto_auth {",
+        '  method "approle" {',
+        f'    mount_path = "auth/{approle_mount}"',
+        "    config = {",
+        f'      role_id_file_path                   = "{spec.config_dir}/role-id"',
+        f'      secret_id_file_path                 = "{spec.secret_id_file}"',
+        "      remove_secret_id_file_after_reading = true",
+        # Refuses a secret-id not wrapped by exactly this endpoint: an intercepted or
+        # forged file cannot be swapped in unnoticed.
+        f'      secret_id_response_wrapping_path    = "auth/{approle_mount}/role/citadel-{spec.group}/secret-id"',
+        "    }",
+        "  }",
+        '  sink "file" {',
+        "    config = {",
+        f'      path = "{spec.sink}"',
+        "      mode = 0600",
+        "    }",
+        "  }",
+        "}",
+        "",
+        "template_config {",
+        f'  static_secret_render_interval = "{RENDER_INTERVAL}"',
+        "  exit_on_retry_failure         = false",
+        "}",
+    ]
+    for name in spec.files:
+        blocks += [
+            "",
+            "template {",
+            f'  source      = "{spec.config_dir}/{name}.ctmpl"',
+            f'  destination = "{spec.secrets_dir}/{name}"',
+            '  perms       = "0400"',
+            f'  user        = "{spec.user}"',
+            f'  group       = "{spec.user}"',
+            # Never fail the agent because the service is missing or refuses a reload.
+            f'  command     = ["/bin/sh", "-c", "{spec.reload} || true"]',
+            "}",
+        ]
+    return "\n".join(blocks) + "\n"
