@@ -65,7 +65,11 @@ class Certificates:
             pem = self.client.read(f"{self.mount}/cert/{serial}")["data"]["certificate"]
             cert = x509.load_pem_x509_certificate(pem.encode())
             names = {a.oid: a.value for a in cert.subject}
-            self._seen[serial] = None if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca else {
+            try:
+                is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+            except x509.ExtensionNotFound:
+                is_ca = False
+            self._seen[serial] = None if is_ca else {
                 "serial": serial, "host": names.get(NameOID.COMMON_NAME), "group": names.get(NameOID.ORGANIZATIONAL_UNIT_NAME),
                 "not_before": cert.not_valid_before_utc, "not_after": cert.not_valid_after_utc,
             }

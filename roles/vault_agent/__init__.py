@@ -126,6 +126,7 @@ def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
     server.user(
         name=f"System user {spec.user} (its secrets are rendered for it)",
         user=spec.user, system=True, shell="/usr/sbin/nologin", home="/nonexistent", create_home=False,
+        ensure_home=False,  # no home: "/nonexistent" must stay nonexistent
     )
     files.directory(name=f"Secrets directory of {spec.service}", path=spec.secrets_dir,
                     user="root", group=spec.user, mode="0750")

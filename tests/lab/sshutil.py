@@ -16,14 +16,18 @@ def known_hosts_for(lab) -> Path:
     return Path(handle.name)
 
 
-def ssh(lab, host, command: str, check: bool = True, timeout: int = 60) -> subprocess.CompletedProcess:
-    """Run `command` as the lab's SSH user on `host` (a LabHost); returns the completed process."""
-    argv = [
+def ssh_argv(lab, host, command: str) -> list[str]:
+    """The ssh command line that runs `command` as the lab's SSH user on `host`."""
+    return [
         "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
         "-o", f"UserKnownHostsFile={known_hosts_for(lab)}", "-o", "ConnectTimeout=10",
         "-i", str(lab.ssh_key), "-p", str(host.port), f"{lab.ssh_user}@{host.address}", command,
     ]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def ssh(lab, host, command: str, check: bool = True, timeout: int = 60, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run `command` as the lab's SSH user on `host` (a LabHost); returns the completed process."""
+    result = subprocess.run(ssh_argv(lab, host, command), capture_output=True, text=True, timeout=timeout, input=stdin)
     if check and result.returncode != 0:
         raise AssertionError(f"ssh {host.name} {command!r} failed ({result.returncode}): {result.stderr}")
     return result

@@ -1,0 +1,247 @@
+"""Vault agents on real lab hosts, and rotations while a gateway's requests keep coming.
+
+A real OpenBao server (listening where the lab hosts' only route leads), bootstrapped;
+the vault-agent and keyguard roles deployed over SSH. Then, with a loop of authenticated
+requests running on a host as the gateway makes them (tests/lab/gateway_loop.py):
+rotate the internal API key and the GPU hosts' TLS certificates through the CLI, finish,
+and count failed requests (must be zero), then present the old key (must be refused).
+The Vault server is also stopped in the middle of a certificate rotation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from deploy.runner import configure_logging, run_deploy
+from deploy.secrets import internal_key
+from deploy.secrets.store import Store
+from deploy.vault.bootstrap import bootstrap
+from deploy.vault.client import Access, connect, resolve
+from deploy.vault.server import serve, stop
+from inventory.lab import lab_inventory
+from inventory.loader import load_inventory
+from tests.lab.sshutil import ssh, ssh_argv
+from tests.lab.vaultutil import all_cmdlines, free_port_pair, require_bao, run_citadel
+
+ROLES = ["vault-agent", "keyguard"]
+LOOP = Path(__file__).with_name("gateway_loop.py")
+
+
+@pytest.fixture(scope="module")
+def env(lab, tmp_path_factory):
+    require_bao()
+    base = tmp_path_factory.mktemp("vault-agent")
+    port = free_port_pair()
+    vault = serve(base / "vault", port, (lab.vault_address,))
+    data = lab_inventory(lab)
+    data["vault"] = {"address": f"https://{lab.vault_address}:{port}", "ca_file": str(vault.ca_file), "flavor": "openbao"}
+    inventory = base / "site.yaml"
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    site = load_inventory(inventory)
+    token = vault.token_file.read_text().strip()
+    vars_ = {"BAO_TOKEN": token}
+    root = connect(resolve(site.vault, env=vars_))
+    bootstrap(root, site)
+    log = io.StringIO()
+    configure_logging(2, logging.StreamHandler(log))
+    deploys = [run_deploy(site, ROLES, vault=Access(lambda: resolve(site.vault, env=vars_)), verbosity=2)
+               for _ in range(2)]
+    leaks = [("root token", token)]
+    try:
+        yield {"lab": lab, "site": site, "dir": base / "vault", "port": port, "token": token, "root": root,
+               "store": Store(root, "citadel"), "inventory": inventory, "deploys": deploys, "log": log, "leaks": leaks}
+    finally:
+        for h in lab.hosts:  # leave the shared lab without agents pointing at a stopped server
+            ssh(lab, h, "sudo systemctl disable --now citadel-agent@gpu citadel-agent@gateway citadel-keyguard",
+                check=False)
+        stop(base / "vault")
+
+
+def cli(env, *args, **kwargs):
+    return run_citadel(*args, "-i", str(env["inventory"]), token=env["token"], **kwargs)
+
+
+def host_file(env, host, path: str) -> str:
+    return ssh(env["lab"], host, f"sudo cat {path}").stdout
+
+
+def stat(env, host, path: str) -> str:
+    return ssh(env["lab"], host, f"sudo stat -c '%U:%G %a' {path}").stdout.strip()
+
+
+def wait_for(what: str, predicate, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(2)
+
+
+def key_versions(env, host) -> tuple[int, int]:
+    """(GPU side, gateway side) current internal key versions as rendered on `host`."""
+    gpu = json.loads(host_file(env, host, "/etc/citadel/secrets/keyguard/internal-api-key.json"))
+    gateway = json.loads(host_file(env, host, "/etc/citadel/secrets/gateway/internal-api-key.json"))
+    return gpu["current"]["version"], gateway["current"]["version"]
+
+
+def test_deploy_runs_the_agents_and_a_second_deploy_changes_nothing(env):
+    first, second = env["deploys"]
+    assert first.ok, {h: o.errors for h, o in first.hosts.items()}
+    assert second.ok and all(o.changed == 0 for o in second.hosts.values()), second.as_dict()
+    for h in env["lab"].hosts:
+        active = ssh(env["lab"], h, "systemctl is-active citadel-agent@gpu citadel-agent@gateway citadel-keyguard")
+        assert active.stdout.split() == ["active"] * 3
+
+
+def test_rendered_files_have_their_service_owner_and_mode_and_hold_what_vault_holds(env):
+    store, lab = env["store"], env["lab"]
+    vault_doc = internal_key.read_pair(store)
+    for h in lab.hosts:
+        for service, files in (("keyguard", ("tls.pem", "internal-api-key.json")),
+                               ("gateway", ("tls.pem", "internal-api-key.json", "client-keys.json"))):
+            for name in files:
+                assert stat(env, h, f"/etc/citadel/secrets/{service}/{name}") == f"citadel-{service}:citadel-{service} 400"
+            assert stat(env, h, f"/etc/citadel/secrets/{service}") == f"root:citadel-{service} 750"
+        for group in ("gpu", "gateway"):
+            assert stat(env, h, f"/run/citadel-agent/{group}/token") == "root:root 600"  # the sink
+            assert stat(env, h, f"/etc/citadel/agent/{group}/role-id") == "root:root 600"
+            # The wrapped secret-id was read once and removed.
+            assert ssh(lab, h, f"sudo test -e /var/lib/citadel-agent/{group}/secret-id", check=False).returncode == 1
+        gateway = json.loads(host_file(env, h, "/etc/citadel/secrets/gateway/internal-api-key.json"))
+        assert gateway == vault_doc
+        gpu = json.loads(host_file(env, h, "/etc/citadel/secrets/keyguard/internal-api-key.json"))
+        assert "value" not in json.dumps(gpu)  # the GPU side holds hashes only
+        assert gpu["current"]["sha256"] == hashlib.sha256(vault_doc["current"]["value"].encode()).hexdigest()
+        clients = json.loads(host_file(env, h, "/etc/citadel/secrets/gateway/client-keys.json"))
+        assert clients == store.read("gateway/client-keys")[0]
+        pem = host_file(env, h, "/etc/citadel/secrets/keyguard/tls.pem").encode()
+        cert = x509.load_pem_x509_certificate(pem)
+        key = serialization.load_pem_private_key(pem, None)
+        assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+        assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == h.name
+        serial = format(cert.serial_number, "x")
+        listed = {s.replace(":", "").lstrip("0") for s in env["root"].list("citadel-pki/certs")["data"]["keys"]}
+        assert serial.lstrip("0") in listed  # issued by Vault's PKI to this host
+
+
+def start_loop(env, host):
+    lab = env["lab"]
+    ssh(lab, host, "cat > /tmp/gateway_loop.py && rm -f /tmp/stop-loop", stdin=LOOP.read_text())
+    return subprocess.Popen(ssh_argv(lab, host, f"sudo python3 /tmp/gateway_loop.py loop {host.address} /tmp/stop-loop"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop_loop(env, host, process) -> dict:
+    ssh(env["lab"], host, "touch /tmp/stop-loop")
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    return json.loads(out)
+
+
+def test_rotating_the_internal_key_and_certificates_fails_no_request(env):
+    lab, store = env["lab"], env["store"]
+    host = lab.hosts[0]
+    old_key = internal_key.read_pair(store)["current"]["value"]
+    old_version = internal_key.read_pair(store)["current"]["version"]
+    loop = start_loop(env, host)
+    outputs = []
+    try:
+        time.sleep(3)
+        code, out, err, seen = cli(env, "secrets", "rotate", "internal-api-key", watch_argv=[old_key])
+        outputs.append(out + err)
+        assert code == 0, err
+        new_version = old_version + 1
+        wait_for("the new key on both sides", lambda: key_versions(env, host) == (new_version, new_version))
+        code, out, err, _ = cli(env, "secrets", "rotate", "tls-cert", "gpu", "--wait", "150")
+        outputs.append(out + err)
+        assert code == 0, err
+        code, out, err, _ = cli(env, "secrets", "rotate", "internal-api-key", "--finish")
+        outputs.append(out + err)
+        assert code == 0, err
+        code, out, err, _ = cli(env, "secrets", "rotate", "tls-cert", "gpu", "--finish")  # revokes the old ones
+        assert code == 0 and "revoked the previous certificate of lab-01" in err, err
+        wait_for("the old key retired on both sides", lambda: all(
+            json.loads(host_file(env, host, f"/etc/citadel/secrets/{s}/internal-api-key.json"))["previous"] is None
+            for s in ("keyguard", "gateway")))
+        time.sleep(3)
+    finally:
+        stats = stop_loop(env, host, loop)
+    assert stats["failed"] == 0, stats["errors"][:5]
+    assert stats["ok"] > 50
+    assert stats["versions"][0] == old_version and stats["versions"][-1] == new_version
+    assert len(stats["serials"]) >= 2  # served by the old certificate, then by the new one
+    refused = ssh(lab, host, f"sudo python3 /tmp/gateway_loop.py once {host.address}", stdin=old_key + "\n")
+    assert refused.stdout.strip() == "401"  # the old key is rejected after --finish
+    new_key = internal_key.read_pair(store)["current"]["value"]
+    accepted = ssh(lab, host, f"sudo python3 /tmp/gateway_loop.py once {host.address}", stdin=new_key + "\n")
+    assert accepted.stdout.strip() == "200"
+    env["leaks"] += [("old internal key", old_key), ("new internal key", new_key)]
+    for text in outputs:
+        assert old_key not in text and new_key not in text
+    assert not seen
+
+
+def test_vault_stopped_midway_through_a_certificate_rotation(env):
+    lab = env["lab"]
+    host = lab.hosts[0]
+    before = ssh(lab, host, "sudo openssl x509 -noout -serial -in /etc/citadel/secrets/keyguard/tls.pem").stdout
+    generation = env["store"].read("gpu/tls-rotation")[0]["generation"]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "secrets", "rotate", "tls-cert", "gpu", "--wait", "60",
+         "-i", str(env["inventory"])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**environment, "BAO_TOKEN": env["token"]},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    # Stop the server as soon as the counter is raised: midway, with the agents' work to come.
+    def started() -> bool:
+        assert process.poll() is None, process.communicate()
+        return env["store"].read("gpu/tls-rotation")[0]["generation"] > generation
+
+    wait_for("the rotation to start", started, timeout=60)
+    stop(env["dir"])
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1, err
+    assert "re-run `citadel secrets rotate tls-cert gpu`" in err and "Traceback" not in err
+    # The keyguard still serves with the old certificate while Vault is away.
+    loop = start_loop(env, host)
+    time.sleep(5)
+    stats = stop_loop(env, host, loop)
+    assert stats["failed"] == 0 and stats["ok"] > 10
+    serve(env["dir"], env["port"], (lab.vault_address,))
+    code, out, err, _ = cli(env, "secrets", "rotate", "tls-cert", "gpu", "--wait", "150", "--json")
+    assert code == 0, err
+    assert json.loads(out)["phase"] == "overlap"
+    wait_for("the new certificate on the host", lambda: ssh(
+        lab, host, "sudo openssl x509 -noout -serial -in /etc/citadel/secrets/keyguard/tls.pem").stdout != before)
+    code, out, err, _ = cli(env, "secrets", "rotate", "tls-cert", "gpu", "--finish")
+    assert code == 0, err
+
+
+def test_no_secret_value_in_deploy_logs_journals_or_process_arguments(env):
+    values = [v for _, v in env["leaks"]]
+    assert len(values) >= 3
+    log = env["log"].getvalue()
+    assert "citadel-agent@gpu" in log  # the deploy's -vv log was captured
+    for value in values:
+        assert value not in log
+    for h in env["lab"].hosts:
+        journal = ssh(env["lab"], h, "sudo journalctl --no-pager -u 'citadel-*' -o cat").stdout
+        processes = ssh(env["lab"], h, "sudo cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '", check=False).stdout
+        for value in values:
+            assert value not in journal and value not in processes
+    for line in all_cmdlines():
+        assert not any(v.encode() in line for v in values)
