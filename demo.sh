@@ -8,7 +8,8 @@ bash scripts/install.sh
 .venv/bin/citadel lab up --hosts "${CITADEL_DEMO_HOSTS:-2}"
 # The embedded server is for trying Citadel only (its keys sit beside its data).
 VAULT_DIR="${CITADEL_DEMO_VAULT_DIR:-/var/lib/citadel-vault}"
-.venv/bin/citadel vault serve --dir "$VAULT_DIR"
+# --lab: also listen where the lab hosts' only route leads, so their Vault agents reach it.
+.venv/bin/citadel vault serve --dir "$VAULT_DIR" --lab
 export BAO_CACERT="$VAULT_DIR/ca.pem" VAULT_TOKEN_FILE="$VAULT_DIR/root.token"
 .venv/bin/citadel vault bootstrap -i inventory/lab.yaml
 .venv/bin/citadel deploy -i inventory/lab.yaml

@@ -30,6 +30,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import OperationError
+from pyinfra.facts.files import File
 from pyinfra.facts.server import Command
 from pyinfra.operations import files, python, server, systemd
 
@@ -68,13 +69,16 @@ def _health(spec: Spec) -> tuple[bool, str]:
         Command,
         command=(
             f"systemctl is-active {spec.instance} 2>/dev/null || true; "
+            f"stat -c '%a %U:%G' {spec.sink} 2>/dev/null || echo missing; "
             f"if [ -s {spec.sink} ]; then echo $(( $(date +%s) - $(stat -c %Y {spec.sink}) )); else echo none; fi"
         ),
     ) or ""
-    lines = output.splitlines() or [""]
+    lines = (output.splitlines() + ["", "", ""])[:3]
     if lines[0].strip() != "active":
         return False, "not running"
-    age = lines[-1].strip()
+    if lines[1].strip() != "600 root:root":  # only a new login rewrites the sink, with its mode
+        return False, f"its token sink is {lines[1].strip()}"
+    age = lines[2].strip()
     if not age.isdigit():
         return False, "no token in its sink"
     if int(age) > HEALTHY_TOKEN_AGE:
@@ -152,6 +156,11 @@ def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
     files.link(name=f"{spec.instance} enabled at boot",
                path=f"/etc/systemd/system/multi-user.target.wants/{spec.instance}.service",
                target=f"/etc/systemd/system/{UNIT}")
+
+    for name in spec.files:  # the agent sets these when it renders; a rerun puts back what was changed since
+        if host.get_fact(File, path=f"{spec.secrets_dir}/{name}"):
+            files.file(name=f"{spec.secrets_dir}/{name} for {spec.user} only", path=f"{spec.secrets_dir}/{name}",
+                       user=spec.user, group=spec.user, mode="0400")
 
     healthy, why = _health(spec)
     pending = [op.name for op in changes if op._maybe_is_change] if healthy else []  # noqa: SLF001

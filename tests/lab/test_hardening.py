@@ -19,7 +19,8 @@ from tests.conftest import require_root
 from tests.lab.hardening_harness import area_role, check_areas
 from tests.lab.sshutil import ssh
 
-CATALOG = load_catalog()
+# The controls the base and hardening roles fix; this lab runs no Vault: the vault-agent role's controls are broken and fixed in tests/lab/test_vault_agent.py.
+CATALOG = tuple(c for c in load_catalog() if c.remediation in ("base", "hardening"))
 LAB_NAME = "chard"
 LAB_SUBNET = "10.80.0.0/16"
 # Each round breaks several controls on every host and redeploys the areas it broke.

@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -32,12 +33,14 @@ from deploy.secrets.store import Store
 from deploy.vault.bootstrap import bootstrap
 from deploy.vault.client import Access, connect, resolve
 from deploy.vault.server import serve, stop
+from hardening.controls import secrets as secrets_controls
+from hardening.engine import run_audit
 from inventory.lab import lab_inventory
 from inventory.loader import load_inventory
 from tests.lab.sshutil import ssh, ssh_argv
 from tests.lab.vaultutil import all_cmdlines, free_port_pair, require_bao, run_citadel
 
-ROLES = ["vault-agent", "keyguard"]
+ROLES = ["base", "vault-agent", "keyguard"]  # base writes host.json, which the checks read
 LOOP = Path(__file__).with_name("gateway_loop.py")
 
 
@@ -135,6 +138,26 @@ def test_rendered_files_have_their_service_owner_and_mode_and_hold_what_vault_ho
         serial = format(cert.serial_number, "x")
         listed = {s.replace(":", "").lstrip("0") for s in env["root"].list("citadel-pki/certs")["data"]["keys"]}
         assert serial.lstrip("0") in listed  # issued by Vault's PKI to this host
+
+
+@pytest.mark.parametrize("control", secrets_controls.CONTROLS, ids=lambda c: c.id)
+def test_agent_checks_pass_then_fail_when_broken_and_a_redeploy_fixes_them(env, control):
+    lab, site = env["lab"], env["site"]
+    host = lab.hosts[1]
+
+    def verdicts():
+        return {r.control: (r.status, r.evidence) for r in run_audit(site, secrets_controls.CONTROLS, limit=[host.name])}
+
+    before = verdicts()
+    assert all(status == "pass" for status, _ in before.values()), "\n".join(f"{k}: {v}" for k, v in before.items())
+    ssh(lab, host, f"sudo sh -c {shlex.quote(control.break_with)}")
+    broken = verdicts()
+    assert broken[control.id][0] == "fail", broken
+    assert all(status == "pass" for cid, (status, _) in broken.items() if cid != control.id), broken
+    vars_ = {"BAO_TOKEN": env["token"]}
+    fixed = run_deploy(site, ROLES, limit=[host.name], vault=Access(lambda: resolve(site.vault, env=vars_)))
+    assert fixed.ok, fixed.hosts[host.name].errors
+    assert all(status == "pass" for status, _ in verdicts().values()), verdicts()
 
 
 def start_loop(env, host):

@@ -20,7 +20,8 @@ from inventory.loader import load_inventory
 from tests.conftest import require_root
 from tests.lab.hardening_harness import run_as_root
 
-CATALOG = load_catalog()
+# The controls the base and hardening roles fix; the VM reaches no Vault (qemu's restricted network): the vault-agent role's controls are tested on containers, tests/lab/test_vault_agent.py.
+CATALOG = tuple(c for c in load_catalog() if c.remediation in ("base", "hardening"))
 KERNEL = [c for c in CATALOG if c.scope == "kernel"]
 # What the air-gapped lab cannot give the VM, so these controls cannot pass there.
 LAB_CANNOT = {
