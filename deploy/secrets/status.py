@@ -1,8 +1,9 @@
 """Every secret Citadel manages: version, age, expiry, rotation due date, hosts, last rotation.
 
 Read-only. One row per secret: the internal model-server key, each gateway client key,
-each transit key, each group's AppRole secret-id and the PKI root CA (host certificates
-are issued to hosts by their agent and are reported there). "Rotate by" is the last
+each transit key, each group's AppRole secret-id, each group's host TLS certificates (issued
+by the hosts' agents: the rotation generation, and the soonest expiry of the newest
+certificate of each host, "missing" while a host has none) and the PKI root CA. "Rotate by" is the last
 rotation plus the site's rotation policy (``settings.transit_key_max_age_days``, 90 days by
 default), or the hard expiry when that comes first.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from deploy.secrets import approle, client_keys, internal_key, overlap, transit
+from deploy.secrets import approle, client_keys, internal_key, overlap, tls, transit
 from deploy.secrets.store import Store, now, parse_time
 from deploy.vault.bootstrap import APPROLE_MOUNT, TRANSIT_KEYS
 from deploy.vault.policies import GROUPS, policy_name
@@ -28,6 +29,7 @@ GROUPS_OF = {
     "client-key": ("gateway",),
     "transit-key": ("gpu",),  # model-data decrypt, model-signing verify
     "tls-ca": ("gpu", "gateway"),
+    "tls-cert": ("gpu", "gateway"),
 }
 TRANSIT_GROUPS = {"model-data": ("gpu",), "model-signing": ("gpu",), "audit-chain": ("gateway",)}
 
@@ -84,6 +86,7 @@ def collect(store: Store, site, trail_limit: int = 500) -> list[dict]:
                          detail=f"key id {cur['key_id']} (stored as a SHA-256 hash)"))
     rows.extend(_transit_rows(store, site, when, max_age))
     rows.extend(_approle_rows(store, site, when, max_age))
+    rows.extend(_tls_rows(store, site, when, max_age))
     rows.extend(_ca_rows(store, site, when, max_age))
     last = {}
     for entry in store.trail(limit=trail_limit):
@@ -144,6 +147,29 @@ def _approle_rows(store, site, when, max_age) -> list[dict]:
         rows.append(_row(approle.KIND, group, doc["version"], parse_time(doc["issued_at"]), _hosts(site, [group]),
                          when, max_age, expires=expires, phase=_state_phase(state),
                          detail=f"uses left {info.get('secret_id_num_uses', '?')}"))
+    return rows
+
+
+def _tls_rows(store, site, when, max_age) -> list[dict]:
+    rows = []
+    certificates = tls.Certificates(store.client, site.vault.pki_mount)
+    for group in GROUPS:
+        hosts = site.hosts_in(group)
+        if not hosts:
+            continue
+        counter, _ = store.read(tls.counter_path(group))
+        generation = int((counter or {}).get("generation", 0))
+        newest = certificates.latest(group, hosts)
+        state, _ = store.state(tls.KIND, group)
+        without = sorted(set(hosts) - set(newest))
+        if without:
+            rows.append(_row(tls.KIND, group, generation, None, hosts, when, max_age, phase="missing",
+                             detail=f"no certificate yet for {', '.join(without)}: deploy the vault-agent role"))
+            continue
+        oldest = min(newest.values(), key=lambda i: i["not_after"])
+        rows.append(_row(tls.KIND, group, generation, parse_time((counter or {}).get("requested_at")), hosts, when,
+                         max_age, expires=oldest["not_after"], phase=_state_phase(state),
+                         detail=f"{len(newest)} host certificate(s); renewed by the agents before they expire"))
     return rows
 
 

@@ -216,7 +216,11 @@ def test_status_shows_every_secret_and_the_last_rotation(s):
     assert rows[("transit-key", "model-data")]["last_rotation"]["by"] == "root"
     assert rows[("approle-secret-id", "gpu")]["expires"] and rows[("approle-secret-id", "gateway")]["phase"] == "missing"
     assert rows[("tls-ca", "citadel-root")]["expires"]
-    assert code == 1 and report["attention"] == 1  # the gateway's secret-id was never issued
+    # No host runs an agent here, so no host certificate exists yet: both groups say so.
+    assert rows[("tls-cert", "gpu")]["phase"] == "missing" and "gpu-01, gpu-02" in rows[("tls-cert", "gpu")]["detail"]
+    assert rows[("tls-cert", "gateway")]["version"] == 1  # the counter the bootstrap made
+    # The gateway's secret-id was never issued; no group has host certificates.
+    assert code == 1 and report["attention"] == 3
     trail = s["store"].trail()
     assert {"rotate", "finish", "issue", "revoke"} <= {t["action"] for t in trail}
     assert all(t["by"]["display_name"] == "root" and t["at"] for t in trail)

@@ -252,6 +252,11 @@ def test_vault_stopped_midway_through_a_certificate_rotation(env):
         lab, host, "sudo openssl x509 -noout -serial -in /etc/citadel/secrets/keyguard/tls.pem").stdout != before)
     code, out, err, _ = cli(env, "secrets", "rotate", "tls-cert", "gpu", "--finish")
     assert code == 0, err
+    code, out, err, _ = cli(env, "secrets", "status", "--json")
+    rows = {(r["kind"], r["name"]): r for r in json.loads(out)["secrets"]}
+    gpu = rows[("tls-cert", "gpu")]
+    assert gpu["phase"] == "current" and gpu["expires"] and gpu["last_rotation"]["action"] == "finish", gpu
+    assert rows[("tls-cert", "gateway")]["version"] == 1 and rows[("tls-cert", "gateway")]["expires"]
 
 
 def test_no_secret_value_in_deploy_logs_journals_or_process_arguments(env):
