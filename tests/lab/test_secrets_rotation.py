@@ -234,6 +234,8 @@ def test_bad_input_is_named_and_changes_nothing(s):
         (("secrets", "rotate", "internal-api-key", "extra"), "takes no NAME"),
         (("secrets", "rotate", "transit-key", "nope"), "Citadel's keys are model-data"),
         (("secrets", "rotate", "approle-secret-id", "db"), "Citadel's groups are gpu, gateway"),
+        (("secrets", "rotate", "tls-cert", "db"), "Citadel's groups are gpu, gateway"),
+        (("secrets", "rotate", "tls-cert"), "needs a NAME"),
         (("secrets", "revoke-client", "nobody"), "no client named nobody"),
         (("secrets", "issue-client", "Bad Name!"), "client name 'Bad Name!'"),
         (("secrets", "rotate", "internal-api-key"), "still accepted until"),  # overlap open

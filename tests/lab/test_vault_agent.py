@@ -160,6 +160,16 @@ def test_agent_checks_pass_then_fail_when_broken_and_a_redeploy_fixes_them(env, 
     assert all(status == "pass" for status, _ in verdicts().values()), verdicts()
 
 
+def test_a_deploy_without_a_vault_token_names_the_role_and_changes_nothing(env):
+    lab, site = env["lab"], env["site"]
+    host = lab.hosts[0]
+    before = ssh(lab, host, "sudo stat -c %Y /etc/citadel/agent/gpu/agent.hcl").stdout
+    report = run_deploy(site, ["vault-agent"], limit=[host.name], vault=Access(lambda: resolve(site.vault, env={})))
+    errors = " ".join(report.hosts[host.name].errors)
+    assert not report.ok and "role vault-agent" in errors and "no Vault token" in errors, errors
+    assert ssh(lab, host, "sudo stat -c %Y /etc/citadel/agent/gpu/agent.hcl").stdout == before
+
+
 def start_loop(env, host):
     lab = env["lab"]
     ssh(lab, host, "cat > /tmp/gateway_loop.py && rm -f /tmp/stop-loop", stdin=LOOP.read_text())
