@@ -54,6 +54,23 @@ def _store(inventory, token_file):
     return site, Store(vault_client(site, token_file), site.vault.kv_mount)
 
 
+def _redeliver(site, token_file, group: str):
+    """deliver(hosts) for an AppRole rotation: the vault-agent role, forced to hand out new secret-ids."""
+
+    def deliver(hosts: list[str]) -> dict[str, str]:
+        from deploy.progress import RichDeployListener
+        from deploy.runner import run_deploy
+        from deploy.vault.client import Access, resolve
+
+        with RichDeployListener(err) as listener:
+            report = run_deploy(site, ["vault-agent"], limit=hosts, listener=listener,
+                                vault=Access(lambda: resolve(site.vault, token_file)),
+                                host_data={"citadel_redeliver": {group}})
+        return {name: "; ".join(o.errors) or o.status for name, o in report.hosts.items() if o.status != "ok"}
+
+    return deliver
+
+
 def _grace(text: str) -> dt.timedelta:
     from deploy.vault.bootstrap import seconds
 
@@ -217,8 +234,10 @@ def secrets_rotate(
     * `transit-key NAME`: rotates the transit key; for model-data every stored model data
       key is rewrapped, and --finish raises min_decryption_version so old ciphertexts are
       refused. model-signing and audit-chain keep old versions for verification.
-    * `approle-secret-id GROUP`: a new secret-id for the group's hosts; --finish destroys
-      the previous one (and any orphaned by an earlier failure).
+    * `approle-secret-id GROUP`: every host of the group gets a new secret-id, delivered
+      by the vault-agent role over SSH (response-wrapped, bound to the host's address);
+      --finish destroys all others of the role (the previous ones, and any orphaned or
+      issued by hand), keeping each host's newest.
     * `tls-cert GROUP`: every host of the group has its agent issue a new certificate (the
       private key never leaves the host) and reload its service; the command waits until
       PKI shows them all (--wait). --finish revokes the previous certificates.
@@ -261,6 +280,8 @@ def secrets_rotate(
             result = vault_call(tls.finish, store, site, name, progress=_progress)
         else:
             result = vault_call(tls.rotate, store, site, name, wait=wait, progress=_progress)
+    elif finish:
+        result = vault_call(approle.finish, store, site, name, progress=_progress)
     else:
-        result = vault_call(approle.finish if finish else approle.rotate, store, name, progress=_progress)
+        result = vault_call(approle.rotate, store, site, name, _redeliver(site, token_file, name), progress=_progress)
     _print_result(result, as_json, key)

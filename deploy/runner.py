@@ -162,7 +162,9 @@ def _known_hosts_file(site: Inventory, names: list[str], directory: Path) -> Pat
     return path
 
 
-def build_pyinfra_inventory(site: Inventory, names: list[str], known_hosts: Path, vault=None) -> PyinfraInventory:
+def build_pyinfra_inventory(
+    site: Inventory, names: list[str], known_hosts: Path, vault=None, host_data: dict | None = None
+) -> PyinfraInventory:
     """One pyinfra host per inventory host, with strict host key checking always on.
 
     `vault` (a ``deploy.vault.client.Access``, or None) is what roles that talk to Vault use.
@@ -182,6 +184,7 @@ def build_pyinfra_inventory(site: Inventory, names: list[str], known_hosts: Path
             "_sudo": ssh.sudo,
             "citadel_site": site,
             "citadel_vault": vault,
+            **(host_data or {}),
         }
         if ssh.key:
             data["ssh_key"] = str(ssh.key)
@@ -234,8 +237,13 @@ def run_deploy(
     diff: bool = False,
     listener: DeployListener | None = None,
     vault=None,
+    host_data: dict | None = None,
 ) -> DeployReport:
-    """Apply roles to hosts; see the module docstring. Never raises for a host's failure."""
+    """Apply roles to hosts; see the module docstring. Never raises for a host's failure.
+
+    `host_data` is added to every host's data: what a command asks of its roles beyond the
+    inventory (``citadel secrets rotate approle-secret-id`` sets ``citadel_redeliver``).
+    """
     roles = select_roles(role_names)
     names = select_hosts(site, limit)
     listener = listener or _QuietListener()
@@ -244,7 +252,7 @@ def run_deploy(
     with tempfile.TemporaryDirectory(prefix="citadel-deploy-") as scratch:
         known_hosts = _known_hosts_file(site, names, Path(scratch))
         config = Config(PARALLEL=min(len(names), MAX_PARALLEL), DIFF=diff)
-        state = State(build_pyinfra_inventory(site, names, known_hosts, vault), config)
+        state = State(build_pyinfra_inventory(site, names, known_hosts, vault, host_data), config)
         configure_output(verbosity, state)
         state.add_callback_handler(_Recorder(outcomes, listener))
 

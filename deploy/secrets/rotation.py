@@ -75,6 +75,10 @@ class Rotation:
         self._save(phase="rotating", started_at=stamp(), started_by=by, **intent)
         self.step(f"recorded the intent: {', '.join(f'{k} {v}' for k, v in intent.items()) or 'rotate'}")
 
+    def remember(self, **details) -> None:
+        """Keep what a re-run needs in the state, without a step (accessors, serials)."""
+        self._save(**details)
+
     def step(self, text: str) -> None:
         self.result.steps.append(text)
         self.progress(text)

@@ -134,19 +134,22 @@ def _transit_rows(store, site, when, max_age) -> list[dict]:
 def _approle_rows(store, site, when, max_age) -> list[dict]:
     rows = []
     for group in GROUPS:
-        doc, _ = store.read(f"{approle.PREFIX}/{group}")
-        if not doc:
-            rows.append(_row(approle.KIND, group, 0, None, _hosts(site, [group]), when, max_age, phase="missing",
-                             detail=f"never issued: run `citadel secrets rotate approle-secret-id {group}`"))
+        hosts = site.hosts_in(group)
+        if not hosts:
             continue
-        info = store.client.auth.approle.read_secret_id_accessor(
-            policy_name(group), doc["accessor"], mount_point=APPROLE_MOUNT
-        )["data"]
-        expires = parse_time(info.get("expiration_time")) if info.get("expiration_time", "").startswith("2") else None
+        ids = approle.secret_ids(store, group)
+        newest = approle.newest_by_host(ids, hosts)
         state, _ = store.state(approle.KIND, group)
-        rows.append(_row(approle.KIND, group, doc["version"], parse_time(doc["issued_at"]), _hosts(site, [group]),
-                         when, max_age, expires=expires, phase=_state_phase(state),
-                         detail=f"uses left {info.get('secret_id_num_uses', '?')}"))
+        without = sorted(set(hosts) - set(newest))
+        if without:
+            rows.append(_row(approle.KIND, group, int(state.get("target", 0)), None, hosts, when, max_age,
+                             phase="missing", detail=f"no secret-id for {', '.join(without)}: deploy the vault-agent role"))
+            continue
+        issued = min(parse_time(s.created) for s in newest.values())
+        ends = [parse_time(s.expires) for s in newest.values() if s.expires]
+        rows.append(_row(approle.KIND, group, int(state.get("target", 0)), issued, hosts, when, max_age,
+                         expires=min(ends) if ends else None, phase=_state_phase(state),
+                         detail=f"{len(ids)} live secret-id(s) for {len(hosts)} host(s)"))
     return rows
 
 

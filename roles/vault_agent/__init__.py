@@ -11,7 +11,8 @@ only the agent unwraps (it refuses a token wrapped by another endpoint), bound t
 host's own address, valid a few minutes; it reaches the host on the SSH channel's stdin,
 never in a command line or a temporary file. A new one is delivered only when the agent is
 not running, has not logged in within its token's lifetime, or its configuration changed
-(which restarts it): a second deploy of a healthy host changes nothing.
+(which restarts it), or when ``citadel secrets rotate approle-secret-id`` asks for one: a
+second deploy of a healthy host changes nothing.
 
 Threats: insecure deployment environments (no secret copied by hand, none readable
 beyond its service), privacy breaches through stolen credentials (short-lived, address-bound).
@@ -164,9 +165,11 @@ def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
 
     healthy, why = _health(spec)
     pending = [op.name for op in changes if op._maybe_is_change] if healthy else []  # noqa: SLF001
-    if healthy and not pending:
+    # `citadel secrets rotate approle-secret-id GROUP` asks for a new secret-id on a healthy host.
+    rotating = spec.group in (host.data.get("citadel_redeliver") or ())
+    if healthy and not pending and not rotating:
         return
-    reason = why or "its configuration changes"
+    reason = why or ("its configuration changes" if pending else "secret-id rotation")
     python.call(
         name=f"Wrapped secret-id for {spec.instance}, restart ({reason})",
         function=_deliver, spec=spec, role_name=role_name, approle_mount=APPROLE_MOUNT,

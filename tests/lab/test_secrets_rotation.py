@@ -131,19 +131,57 @@ def test_transit_rotation_rewraps_and_retires_the_old_version(s):
     s["leaks"] += [(f"data key {m} b64", p) for m, p in plaintexts.items()]
 
 
-def test_approle_secret_id_overlap_then_old_is_destroyed(s):
-    store = s["store"]
-    approle.rotate(store, "gpu")
-    old = store.read("admin/approle/gpu")[0]["secret_id"]
-    assert approle.rotate(store, "gpu").phase == "overlap"
-    new = store.read("admin/approle/gpu")[0]["secret_id"]
-    approle_client(s, "citadel-gpu", old)  # both log in during the overlap
-    approle_client(s, "citadel-gpu", new)
-    assert approle.finish(store, "gpu").phase == "done"
+def minting(s, held: dict, fail: set = frozenset()):
+    """deliver(hosts) as the vault-agent role does it (metadata `host`, the host's /32), keeping the ids.
+
+    The delivery over SSH itself is tested on real lab hosts (tests/lab/test_vault_agent.py).
+    """
+    from deploy.vault.bootstrap import APPROLE_MOUNT
+
+    def deliver(hosts):
+        for name in hosts:
+            if name in fail:
+                continue
+            group = s["site"].hosts[name].groups[0]
+            held[name] = s["root"].auth.approle.generate_secret_id(
+                f"citadel-{group}", metadata={"host": name}, mount_point=APPROLE_MOUNT,
+                cidr_list=[f"{s['site'].hosts[name].address}/32"],
+            )["data"]["secret_id"]
+        return {name: "unreachable" for name in hosts if name in fail}
+
+    return deliver
+
+
+def test_approle_secret_id_every_host_then_only_the_newest_survive(s):
+    store, first, second = s["store"], {}, {}
+    orphan = s["root"].auth.approle.generate_secret_id("citadel-gpu", mount_point="approle")["data"]["secret_id"]
+    assert approle.rotate(store, s["site"], "gpu", minting(s, first)).phase == "overlap"
+    assert set(first) == {"gpu-01", "gpu-02"}
+    assert approle.finish(store, s["site"], "gpu").phase == "done"
     with pytest.raises(hvac.exceptions.VaultError):
-        approle_client(s, "citadel-gpu", old)
-    approle_client(s, "citadel-gpu", new)
-    s["leaks"] += [("secret-id v1", old), ("secret-id v2", new)]
+        approle_client(s, "citadel-gpu", orphan)  # not a host's: destroyed by --finish
+    # A host fails midway: the command says which and what to re-run; old ids still log in.
+    with pytest.raises(VaultError) as failed:
+        approle.rotate(store, s["site"], "gpu", minting(s, second, fail={"gpu-02"}))
+    assert failed.value.exit_code == 1 and "not delivered to gpu-02" in str(failed.value)
+    assert "re-run `citadel secrets rotate approle-secret-id gpu`" in str(failed.value)
+    approle_client(s, "citadel-gpu", first["gpu-01"])
+    with pytest.raises(VaultError, match="unfinished"):
+        approle.finish(store, s["site"], "gpu")
+    redelivered = {}
+    result = approle.rotate(store, s["site"], "gpu", minting(s, redelivered))
+    assert result.phase == "overlap" and result.version == 2
+    assert set(redelivered) == {"gpu-02"}  # resumed: gpu-01 already had its new one
+    approle_client(s, "citadel-gpu", first["gpu-01"])  # overlap: old and new both log in
+    approle_client(s, "citadel-gpu", second["gpu-01"])
+    assert approle.finish(store, s["site"], "gpu").phase == "done"
+    with pytest.raises(hvac.exceptions.VaultError):
+        approle_client(s, "citadel-gpu", first["gpu-01"])
+    approle_client(s, "citadel-gpu", second["gpu-01"])
+    assert {i.host for i in approle.secret_ids(store, "gpu")} == {"gpu-01", "gpu-02"}
+    assert len(approle.secret_ids(store, "gpu")) == 2
+    s["leaks"] += [(f"secret-id {h} {n}", v) for n, d in enumerate((first, second, redelivered)) for h, v in d.items()]
+    s["leaks"] += [("orphan secret-id", orphan)]
 
 
 def test_vault_stopped_midway_through_a_transit_rotation(s):
@@ -251,16 +289,16 @@ def test_bad_input_is_named_and_changes_nothing(s):
 def test_no_secret_value_in_output_logs_or_argv(s):
     """Every CLI command, success and failure: no known secret in stdout/stderr/argv/server logs."""
     store = s["store"]
-    approle.rotate(store, "gateway")
-    secrets = list(s["leaks"]) + [("root token", s["token"]),
-                                  ("gateway secret-id", store.read("admin/approle/gateway")[0]["secret_id"])]
+    held = {}
+    approle.rotate(store, s["site"], "gateway", minting(s, held))
+    secrets = list(s["leaks"]) + [("root token", s["token"]), ("gateway secret-id", held["gw-01"])]
     values = [v for _, v in secrets]
     runs = [
         ("secrets", "status"), ("secrets", "status", "--json"),
         ("secrets", "issue-client", "scan"),
         ("secrets", "rotate", "client-key", "scan", "--json"),
         ("secrets", "rotate", "approle-secret-id", "gateway", "--finish"),
-        ("secrets", "rotate", "approle-secret-id", "gateway"),
+        ("secrets", "rotate", "approle-secret-id", "gateway"),  # no SSH to gw-01 here: exit 1, says so
         ("secrets", "rotate", "internal-api-key", "--finish"),
         ("secrets", "rotate", "internal-api-key"),
         ("secrets", "rotate", "transit-key", "audit-chain", "--json"),
@@ -281,7 +319,7 @@ def test_no_secret_value_in_output_logs_or_argv(s):
         assert key.startswith("ck_")
         assert sum(key in out + err for _, out, err in outputs) == 1
         assert key not in json.dumps(store.read("gateway/client-keys")[0])
-    values += [issued, rotated, store.read("admin/approle/gateway")[0]["secret_id"],
+    values += [issued, rotated,
                store.read("gpu/internal-api-key")[0]["current"]["value"]]
     # Vault down: the error paths must not echo anything either.
     stop(s["dir"])

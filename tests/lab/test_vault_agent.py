@@ -37,6 +37,7 @@ from hardening.controls import secrets as secrets_controls
 from hardening.engine import run_audit
 from inventory.lab import lab_inventory
 from inventory.loader import load_inventory
+from roles.vault_agent.templates import SPECS
 from tests.lab.sshutil import ssh, ssh_argv
 from tests.lab.vaultutil import all_cmdlines, free_port_pair, require_bao, run_citadel
 
@@ -267,6 +268,35 @@ def test_vault_stopped_midway_through_a_certificate_rotation(env):
     gpu = rows[("tls-cert", "gpu")]
     assert gpu["phase"] == "current" and gpu["expires"] and gpu["last_rotation"]["action"] == "finish", gpu
     assert rows[("tls-cert", "gateway")]["version"] == 1 and rows[("tls-cert", "gateway")]["expires"]
+
+
+def test_rotating_approle_secret_ids_redelivers_to_every_host_then_destroys_the_old(env):
+    from deploy.secrets import approle
+
+    lab, store = env["lab"], env["store"]
+    gpu_hosts = env["site"].hosts_in("gpu")
+    before = {s.accessor for s in approle.secret_ids(store, "gpu")}
+    assert {s.host for s in approle.secret_ids(store, "gpu")} == set(gpu_hosts)  # one per host, from the deploys
+    started = time.time()
+    code, out, err, _ = cli(env, "secrets", "rotate", "approle-secret-id", "gpu", "--json")
+    assert code == 0, err
+    assert json.loads(out)["phase"] == "overlap"
+    new = approle.newest_by_host(approle.secret_ids(store, "gpu"), gpu_hosts, exclude=before)
+    assert set(new) == set(gpu_hosts)
+    for h in [h for h in lab.hosts if h.name in gpu_hosts]:  # each agent restarted on its new secret-id, logged in
+        assert ssh(lab, h, "systemctl is-active citadel-agent@gpu").stdout.strip() == "active"
+        sink_time = int(ssh(lab, h, f"sudo stat -c %Y {SPECS['gpu'].sink}").stdout)
+        assert sink_time >= int(started) - 2, h
+    code, out, err, _ = cli(env, "secrets", "rotate", "approle-secret-id", "gpu", "--finish")
+    assert code == 0, err
+    left = approle.secret_ids(store, "gpu")
+    assert {s.accessor for s in left} == {s.accessor for s in new.values()}  # the old ones are gone
+    again = run_deploy(env["site"], ["vault-agent"], vault=Access(lambda: resolve(env["site"].vault,
+                                                                                 env={"BAO_TOKEN": env["token"]})))
+    assert again.ok and all(o.changed == 0 for o in again.hosts.values()), again.as_dict()
+    code, out, err, _ = cli(env, "secrets", "status", "--json")
+    row = {(r["kind"], r["name"]): r for r in json.loads(out)["secrets"]}[("approle-secret-id", "gpu")]
+    assert row["phase"] == "current" and row["version"] == 1 and row["expires"], row
 
 
 def test_no_secret_value_in_deploy_logs_journals_or_process_arguments(env):
