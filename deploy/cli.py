@@ -18,6 +18,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from deploy.cli_secrets import secrets_app
+from deploy.cli_model import model_app
 from deploy.cli_common import InventoryOption, JsonOption, TokenFileOption, err, fail, load_site, out, vault_call
 from deploy.redaction import redact
 
@@ -49,6 +50,7 @@ app.add_typer(inventory_app, name="inventory")
 app.add_typer(lab_app, name="lab")
 app.add_typer(vault_app, name="vault")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(model_app, name="model")
 
 _load = load_site
 

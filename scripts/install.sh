@@ -13,6 +13,8 @@ APT_PACKAGES=(
     qemu-system-x86 qemu-utils e2fsprogs      # the lab's VM host for kernel-level controls
     dosfstools mtools                         # the VM's per-boot seed disk
     ca-certificates
+    rsync                                     # citadel model push (resumable, changed files only)
+    age                                       # bench/unseal_bench.py compares unsealing with age -d
 )
 
 if [ "$(id -u)" -ne 0 ]; then

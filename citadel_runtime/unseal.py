@@ -1,0 +1,241 @@
+"""Unseal a sealed model into RAM for the model server: run by ``citadel-unseal@NAME.service``.
+
+Steps, each of which stops the start with one clear line in the journal:
+
+1. check the manifest's and the bundle's signatures offline against the pinned public
+   keys (before asking Vault for anything: a tampered model costs no unwrap);
+2. unwrap the data key through Vault's transit ``decrypt`` with this host's own AppRole
+   token (the one ``citadel-agent@gpu`` keeps in its sink); the key stays in memory;
+3. mount a fresh tmpfs (mode 0700, owned by the model service's user, nosuid, nodev,
+   noexec, sized to the model) and decrypt every file into it, checking every chunk's tag
+   and every file's SHA-256;
+4. hand the files to the model service's user (0400, directories 0700).
+
+On any failure the tmpfs is unmounted, which drops every byte written to it: no partial
+plaintext survives, and none ever reaches persistent disk. ``--stop`` unmounts;
+``--check`` (read-only, for ``citadel audit``) compares what is served with the signed
+manifest.
+
+Threats: theft of model weights at rest (only ciphertext on disk), model poisoning or
+substitution (signature and tags checked before anything is served).
+
+Example (what the unit runs; the settings are in ``/etc/citadel/models/NAME.json``)::
+
+    python3 -m citadel_runtime.unseal llama-3-8b
+    python3 -m citadel_runtime.unseal --stop llama-3-8b
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+CONFIG_DIR = Path("/etc/citadel/models")
+TOKEN_WAIT = 120  # seconds to wait for the agent's first login
+HEADROOM = 16 << 20  # bytes of tmpfs beyond the model's plaintext size (directories, rounding)
+
+
+class UnsealError(Exception):
+    """A refusal, worded for the journal; never carries a secret."""
+
+
+def load_config(name: str, config_dir: Path = CONFIG_DIR) -> dict:
+    path = config_dir / f"{name}.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UnsealError(f"model {name}: no {path} (deploy the model-store role)") from None
+    except (OSError, ValueError) as exc:
+        raise UnsealError(f"model {name}: {path} unreadable ({type(exc).__name__})") from None
+    missing = {"model", "sealed_dir", "mount", "user", "vault_address", "vault_ca", "token_file", "transit_mount",
+               "public_keys"} - set(config)
+    if missing:
+        raise UnsealError(f"model {name}: {path} lacks {', '.join(sorted(missing))}")
+    return config
+
+
+def _token(path: Path, wait: float) -> str:
+    """The agent's token; at boot the agent may still be logging in, so wait a little."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            token = path.read_text().strip()
+        except OSError:
+            token = ""
+        if token:
+            return token
+        if time.monotonic() >= deadline:
+            raise UnsealError(f"no Vault token at {path} after {wait:.0f} s: is citadel-agent@gpu running and logged in?")
+        time.sleep(2)
+
+
+def unwrap(config: dict, wrapped: str, transit_key: str) -> bytes:
+    """The data key, from Vault's transit decrypt with the host's own token. Never written anywhere."""
+    token = _token(Path(config["token_file"]), float(config.get("token_wait", TOKEN_WAIT)))
+    url = f"{config['vault_address'].rstrip('/')}/v1/{config['transit_mount']}/decrypt/{transit_key}"
+    request = urllib.request.Request(url, data=json.dumps({"ciphertext": wrapped}).encode(), method="POST",
+                                     headers={"X-Vault-Token": token, "Content-Type": "application/json"})
+    context = ssl.create_default_context(cafile=config["vault_ca"])
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            errors = "; ".join(json.loads(exc.read()).get("errors") or [])
+        except ValueError:
+            errors = ""
+        raise UnsealError(f"Vault refused to unwrap the data key (HTTP {exc.code}{': ' + errors if errors else ''})") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        raise UnsealError(f"cannot reach Vault at {config['vault_address']} to unwrap the data key ({reason})") from None
+    try:
+        key = base64.b64decode(answer["data"]["plaintext"])
+    except (KeyError, TypeError, ValueError):
+        raise UnsealError("Vault's answer to the unwrap held no data key") from None
+    if len(key) != 32:
+        raise UnsealError("the unwrapped data key is not 32 bytes")
+    return key
+
+
+def is_mounted(mount: str) -> bool:
+    with open("/proc/self/mountinfo") as handle:
+        return any(line.split()[4] == mount for line in handle)
+
+
+def unmount(mount: str) -> None:
+    if is_mounted(mount):
+        subprocess.run(["umount", mount], check=True)
+
+
+def mount_tmpfs(mount: str, size: int, uid: int, gid: int) -> None:
+    Path(mount).parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    Path(mount).mkdir(mode=0o700, exist_ok=True)
+    unmount(mount)  # a restart unseals afresh
+    options = f"size={size},mode=0700,uid={uid},gid={gid},nosuid,nodev,noexec"
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "citadel-model", mount],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UnsealError(f"cannot mount the RAM-backed tmpfs at {mount}: {done.stderr.strip()}")
+
+
+def hand_over(mount: str, uid: int, gid: int) -> None:
+    """Give the decrypted tree to the model service's user: it reads, nobody else does."""
+    # Bottom up: once a directory is the user's (0700), root without CAP_DAC_OVERRIDE cannot enter it.
+    for root, dirs, names in os.walk(mount, topdown=False):
+        for name in names + dirs:
+            os.chown(os.path.join(root, name), uid, gid)
+    os.chown(mount, uid, gid)
+
+
+def run(name: str, config_dir: Path = CONFIG_DIR) -> str:
+    import pwd
+
+    from citadel_runtime.sealed import SealError, read_manifest, unseal
+
+    config = load_config(name, config_dir)
+    keys = Path(config["public_keys"]).read_bytes()
+    sealed, mount = config["sealed_dir"], config["mount"]
+    try:
+        user = pwd.getpwnam(config["user"])
+    except KeyError:
+        raise UnsealError(f"model service user {config['user']!r} does not exist") from None
+    try:
+        manifest = read_manifest(sealed, keys)  # 1: signatures, offline
+    except SealError as exc:
+        raise UnsealError(f"refused: {exc}") from None
+    if manifest.model != config["model"] or (config.get("revision") and manifest.revision != config["revision"]):
+        raise UnsealError(f"refused: {sealed} holds {manifest.model}/{manifest.revision}, "
+                          f"not {config['model']}/{config.get('revision')} as the inventory assigns")
+    key = unwrap(config, manifest.wrapped_key, manifest.transit_key)  # 2
+    size = sum(e.size for e in manifest.files) + HEADROOM
+    # Root's while decrypting (this unit has no CAP_DAC_OVERRIDE to write into another
+    # user's 0700 directory), the model user's once complete.
+    mount_tmpfs(mount, size, 0, 0)  # 3
+    try:
+        unseal(sealed, mount, key, keys)
+        hand_over(mount, user.pw_uid, user.pw_gid)  # 4
+    except BaseException as exc:
+        unmount(mount)  # drops every byte written so far
+        if isinstance(exc, SealError):
+            raise UnsealError(f"refused: {exc}; nothing was left in {mount}") from None
+        if isinstance(exc, OSError):
+            raise UnsealError(f"failed: {exc.strerror} ({exc.filename}); nothing was left in {mount}") from None
+        raise
+    finally:
+        del key
+    return f"unsealed {manifest.model}/{manifest.revision} ({len(manifest.files)} files, {size - HEADROOM} bytes) into {mount}"
+
+
+def check(name: str, config_dir: Path = CONFIG_DIR) -> list[str]:
+    """Read-only: problems with what is served for `name` (empty when it is the signed model).
+
+    The signed manifest is checked against the pinned keys, then every unsealed file's
+    SHA-256 against it, and nothing else may be in the mount.
+    """
+    import hashlib
+
+    from citadel_runtime.sealed import SealError, read_manifest
+
+    config = load_config(name, config_dir)
+    mount = Path(config["mount"])
+    try:
+        manifest = read_manifest(config["sealed_dir"], Path(config["public_keys"]).read_bytes())
+    except (SealError, OSError) as exc:
+        return [f"the sealed copy does not verify: {exc}"]
+    if not is_mounted(str(mount)):
+        return [f"not unsealed: nothing is mounted at {mount}"]
+    problems, listed = [], {e.path: e for e in manifest.files}
+    for root, _, names in os.walk(mount):
+        for file_name in names:
+            relative = os.path.relpath(os.path.join(root, file_name), mount)
+            entry = listed.pop(relative, None)
+            if entry is None:
+                problems.append(f"{relative}: not in the signed manifest")
+                continue
+            digest = hashlib.sha256()
+            with open(os.path.join(root, file_name), "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            if digest.hexdigest() != entry.sha256:
+                problems.append(f"{relative}: differs from the signed manifest (sha256)")
+    problems += [f"{path}: missing" for path in sorted(listed)]
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    stopping, checking = "--stop" in args, "--check" in args
+    names = [a for a in args if not a.startswith("--")]
+    if len(names) != 1:
+        print("usage: python3 -m citadel_runtime.unseal [--stop | --check] MODEL", file=sys.stderr)
+        return 2
+    name = names[0]
+    try:
+        if checking:
+            problems = check(name)
+            for problem in problems:
+                print(f"model {name}: {problem}")
+            if not problems:
+                print(f"model {name}: served files match the signed manifest")
+            return 1 if problems else 0
+        if stopping:
+            unmount(load_config(name)["mount"])
+            print(f"model {name}: unmounted; its plaintext is gone")
+        else:
+            print(f"model {name}: {run(name)}")
+        return 0
+    except UnsealError as exc:
+        print(f"model {name}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
