@@ -20,7 +20,7 @@ from deploy.secrets import approle, client_keys, internal_key, overlap, transit
 from deploy.secrets.store import Store
 from deploy.vault import VaultError
 from deploy.vault.server import serve, stop
-from tests.lab.vaultutil import approle_client, run_citadel, start_bootstrapped
+from tests.lab.vaultutil import approle_client, minting, run_citadel, start_bootstrapped
 
 HOUR = dt.timedelta(hours=1)
 TRANSIT = "citadel-transit"
@@ -129,27 +129,6 @@ def test_transit_rotation_rewraps_and_retires_the_old_version(s):
         assert unwrap(stored[model]) == plaintexts[model]
     s["leaks"] += [(f"data key {m}", base64.b64decode(p).hex()) for m, p in plaintexts.items()]
     s["leaks"] += [(f"data key {m} b64", p) for m, p in plaintexts.items()]
-
-
-def minting(s, held: dict, fail: set = frozenset()):
-    """deliver(hosts) as the vault-agent role does it (metadata `host`, the host's /32), keeping the ids.
-
-    The delivery over SSH itself is tested on real lab hosts (tests/lab/test_vault_agent.py).
-    """
-    from deploy.vault.bootstrap import APPROLE_MOUNT
-
-    def deliver(hosts):
-        for name in hosts:
-            if name in fail:
-                continue
-            group = s["site"].hosts[name].groups[0]
-            held[name] = s["root"].auth.approle.generate_secret_id(
-                f"citadel-{group}", metadata={"host": name}, mount_point=APPROLE_MOUNT,
-                cidr_list=[f"{s['site'].hosts[name].address}/32"],
-            )["data"]["secret_id"]
-        return {name: "unreachable" for name in hosts if name in fail}
-
-    return deliver
 
 
 def test_approle_secret_id_every_host_then_only_the_newest_survive(s):

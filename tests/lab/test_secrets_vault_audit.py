@@ -18,7 +18,7 @@ from deploy.vault.bootstrap import bootstrap
 from deploy.vault.policies import render
 from deploy.vault.server import stop
 from hardening.vault.controls import CONTROLS
-from tests.lab.vaultutil import run_citadel, start_bootstrapped
+from tests.lab.vaultutil import minting, run_citadel, start_bootstrapped
 
 AUDITOR_POLICY = Path(__file__).resolve().parents[2] / "hardening" / "vault" / "auditor.hcl"
 MOUNTS = {"kv_mount": "citadel", "transit_mount": "citadel-transit", "pki_mount": "citadel-pki"}
@@ -58,7 +58,7 @@ def test_everything_passes_once_secrets_are_rotated(s):
     store = Store(s["root"], "citadel")
     internal_key.rotate(store, __import__("datetime").timedelta(hours=1))
     for group in ("gpu", "gateway"):
-        approle.rotate(store, group)
+        approle.rotate(store, s["site"], group, minting(s, {}))
     code, results, _ = audit(s, s["auditor"])
     assert code == 0, {i: r["evidence"] for i, r in results.items() if r["status"] != "pass"}
     assert "file/" in results["vault-audit-device"]["evidence"]

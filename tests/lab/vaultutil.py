@@ -144,3 +144,24 @@ def approle_client(s: dict, role: str, secret_id: str | None = None):
     client = hvac.Client(url=s["vault"].address, verify=str(s["vault"].ca_file))
     client.auth.approle.login(role_id=role_id, secret_id=secret_id)
     return client
+
+
+def minting(s, held: dict, fail: set = frozenset()):
+    """deliver(hosts) as the vault-agent role does it (metadata `host`, the host's /32), keeping the ids.
+
+    The delivery over SSH itself is tested on real lab hosts (tests/lab/test_vault_agent.py).
+    """
+    from deploy.vault.bootstrap import APPROLE_MOUNT
+
+    def deliver(hosts):
+        for name in hosts:
+            if name in fail:
+                continue
+            group = s["site"].hosts[name].groups[0]
+            held[name] = s["root"].auth.approle.generate_secret_id(
+                f"citadel-{group}", metadata={"host": name}, mount_point=APPROLE_MOUNT,
+                cidr_list=[f"{s['site'].hosts[name].address}/32"],
+            )["data"]["secret_id"]
+        return {name: "unreachable" for name in hosts if name in fail}
+
+    return deliver
