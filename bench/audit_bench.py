@@ -11,11 +11,9 @@ Run as root:  .venv/bin/python bench/audit_bench.py [--repeat 3]
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from hardening.catalog import load_catalog  # noqa: E402
 from hardening.engine import run_audit  # noqa: E402
 from inventory.lab import write_lab_inventory  # noqa: E402
 from inventory.loader import load_inventory  # noqa: E402
+from timing import timed  # noqa: E402  (bench/timing.py: this script's own folder is on sys.path)
 
 LAB = "cbench"
 SUBNET = "10.88.0.0/16"
@@ -42,15 +41,6 @@ def ssh_true(lab, hosts, known_hosts: Path) -> None:
 
     with ThreadPoolExecutor(len(hosts)) as pool:
         list(pool.map(one, hosts))
-
-
-def timed(function, repeat: int) -> float:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def main() -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,20 +36,12 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from citadel_runtime import sealed  # noqa: E402
 from citadel_runtime.sealed_sign import LocalSigner  # noqa: E402
+from timing import timed  # noqa: E402  (bench/timing.py: this script's own folder is on sys.path)
 
 
 def size_arg(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
-
-
-def timed(function, repeat: int) -> float:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def parallel(commands: list[list[str]], workers: int) -> None:

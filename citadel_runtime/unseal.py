@@ -89,7 +89,8 @@ def unwrap(config: dict, wrapped: str, transit_key: str) -> bytes:
             answer = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:
-            errors = "; ".join(json.loads(exc.read()).get("errors") or [])
+            # Vault's messages span lines ("1 error occurred:\n\t* ..."): one journal line.
+            errors = " ".join("; ".join(json.loads(exc.read()).get("errors") or []).split())
         except ValueError:
             errors = ""
         raise UnsealError(f"Vault refused to unwrap the data key (HTTP {exc.code}{': ' + errors if errors else ''})") from None

@@ -42,7 +42,7 @@ import citadel_runtime
 from roles import Role
 from roles.keyguard import RUNTIME_DIR
 from roles.model_store.paths import CONFIG_DIR, HOST_STORE, MODEL_USER, MOUNT_ROOT, PUBLIC_KEYS
-from roles.vault_agent import _vault
+from roles.vault_agent import vault_access
 from roles.vault_agent.templates import SPECS
 
 UNIT = "citadel-unseal@.service"
@@ -146,7 +146,7 @@ def apply() -> None:
         systemd.daemon_reload(name="Reload systemd units")
     if not models:
         return
-    access = _vault()
+    access = vault_access()
     keys = Keys(Store(access.client, site.vault.kv_mount), site.vault.transit_mount).public_key_pem(all_versions=True)
     pinned = files.put(name="Public keys of model-signing (signature checks, offline)", src=io.BytesIO(keys),
                        dest=PUBLIC_KEYS, user="root", group="root", mode="0644")

@@ -54,7 +54,7 @@ RENDER_WAIT = 90  # seconds the deploy waits for a (re)started agent's first ren
 HEALTHY_TOKEN_AGE = 3600 + 600  # the AppRole token's max TTL plus slack: the agent logs in again by then
 
 
-def _vault():
+def vault_access():
     access = host.data.get("citadel_vault")
     if access is None:
         raise OperationError(
@@ -183,7 +183,7 @@ def apply() -> None:
     from deploy.vault.server import bao_binary
 
     site = host.data.citadel_site
-    access = _vault()
+    access = vault_access()
     groups = [g for g in site.hosts[host.name].groups if g in SPECS]
     binary = bao_binary()
     files.directory(name="Citadel's programs", path=str(Path(BINARY).parent), user="root", group="root", mode="0755")

@@ -11,24 +11,21 @@ import hashlib
 import io
 import logging
 import secrets
+import shlex
 from pathlib import Path
 
 import pytest
-import yaml
 
 from deploy.models.keys import Keys
 from deploy.models.seal import seal_model
 from deploy.runner import configure_logging, run_deploy
 from deploy.secrets.store import Store
-from deploy.vault.bootstrap import bootstrap
-from deploy.vault.client import Access, connect, resolve
-from deploy.vault.server import serve, stop
+from deploy.vault.client import Access, resolve
+from deploy.vault.server import stop
 from hardening.controls import models as model_controls
 from hardening.engine import run_audit
-from inventory.lab import lab_inventory
-from inventory.loader import load_inventory
 from tests.lab.sshutil import ssh
-from tests.lab.vaultutil import all_cmdlines, free_port_pair, require_bao, run_citadel
+from tests.lab.vaultutil import all_cmdlines, run_citadel, start_for_lab
 
 pytestmark = pytest.mark.lab
 ROLES = ["base", "vault-agent", "model-store"]
@@ -52,21 +49,15 @@ def make_model(directory: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def env(lab, tmp_path_factory, monkeypatch_module):
-    require_bao()
     base = tmp_path_factory.mktemp("model-unseal")
-    port = free_port_pair()
-    vault = serve(base / "vault", port, (lab.vault_address,))
-    data = lab_inventory(lab)
-    data["vault"] = {"address": f"https://{lab.vault_address}:{port}", "ca_file": str(vault.ca_file), "flavor": "openbao"}
-    data["models"] = {MODEL: {"revision": REVISION}}
-    first = lab.hosts[0].name
-    data["hosts"][first]["models"] = [MODEL]
-    inventory = base / "site.yaml"
-    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
-    site = load_inventory(inventory)
-    token = vault.token_file.read_text().strip()
-    root = connect(resolve(site.vault, env={"BAO_TOKEN": token}))
-    bootstrap(root, site)
+
+    def assign(data):
+        data["models"] = {MODEL: {"revision": REVISION}}
+        data["hosts"][lab.hosts[0].name]["models"] = [MODEL]
+
+    server = start_for_lab(lab, base, assign)
+    site, token, root = server["site"], server["token"], server["root"]
+    inventory = server["inventory"]
     store = Store(root, site.vault.kv_mount)
     keys = Keys(store, site.vault.transit_mount)
     source = base / "source"
@@ -139,19 +130,13 @@ def test_model_checks_pass_then_each_fails_when_broken(env):
         "models-served-signed": f"systemctl restart {UNIT}",
     }
     for control in model_controls.CONTROLS:
-        on_host(env, f"sudo sh -c {shlex_quote(control.break_with)}")
+        on_host(env, f"sudo sh -c {shlex.quote(control.break_with)}")
         try:
             result = audit(env)[control.id]
             assert result.status == "fail", (control.id, result.evidence)
         finally:
-            on_host(env, f"sudo sh -c {shlex_quote(fixes[control.id])}")
+            on_host(env, f"sudo sh -c {shlex.quote(fixes[control.id])}")
         assert audit(env)[control.id].status == "pass", control.id
-
-
-def shlex_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 def test_a_tampered_sealed_file_stops_the_start_leaves_nothing_and_the_audit_says_why(env):
@@ -191,6 +176,19 @@ def test_a_manifest_signed_by_another_key_is_refused_before_any_unwrap(env):
     finally:
         ssh(env["lab"], env["host"], f"sudo tee {keys_file} >/dev/null", stdin=saved)
     assert deploy(env).ok
+
+
+def test_a_refused_unwrap_stops_the_start_with_vaults_reason_and_mounts_nothing(env):
+    settings = f"/etc/citadel/models/{MODEL}.json"
+    # The host's policy allows decrypt on its own transit mount only: point the unseal elsewhere.
+    on_host(env, f"sudo sed -i 's/\"transit_mount\": \"[^\"]*\"/\"transit_mount\": \"elsewhere\"/' {settings}")
+    started = on_host(env, f"sudo systemctl restart {UNIT}", check=False)
+    assert started.returncode != 0
+    journal = on_host(env, f"sudo journalctl -u {UNIT} -n 5 --no-pager -o cat").stdout
+    assert "Vault refused to unwrap the data key (HTTP 403" in journal, journal
+    assert on_host(env, f"findmnt --mountpoint {MOUNT}", check=False).returncode != 0
+    assert deploy(env).ok  # puts the settings back and unseals again
+    assert audit(env)["models-served-signed"].status == "pass"
 
 
 def test_the_data_key_never_appears_in_logs_journals_or_process_arguments(env):

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
@@ -30,16 +29,13 @@ from cryptography.x509.oid import NameOID
 from deploy.runner import configure_logging, run_deploy
 from deploy.secrets import internal_key
 from deploy.secrets.store import Store
-from deploy.vault.bootstrap import bootstrap
-from deploy.vault.client import Access, connect, resolve
+from deploy.vault.client import Access, resolve
 from deploy.vault.server import serve, stop
 from hardening.controls import secrets as secrets_controls
 from hardening.engine import run_audit
-from inventory.lab import lab_inventory
-from inventory.loader import load_inventory
 from roles.vault_agent.templates import SPECS
 from tests.lab.sshutil import ssh, ssh_argv
-from tests.lab.vaultutil import all_cmdlines, free_port_pair, require_bao, run_citadel
+from tests.lab.vaultutil import all_cmdlines, run_citadel, start_for_lab
 
 ROLES = ["base", "vault-agent", "keyguard"]  # base writes host.json, which the checks read
 LOOP = Path(__file__).with_name("gateway_loop.py")
@@ -47,19 +43,10 @@ LOOP = Path(__file__).with_name("gateway_loop.py")
 
 @pytest.fixture(scope="module")
 def env(lab, tmp_path_factory):
-    require_bao()
     base = tmp_path_factory.mktemp("vault-agent")
-    port = free_port_pair()
-    vault = serve(base / "vault", port, (lab.vault_address,))
-    data = lab_inventory(lab)
-    data["vault"] = {"address": f"https://{lab.vault_address}:{port}", "ca_file": str(vault.ca_file), "flavor": "openbao"}
-    inventory = base / "site.yaml"
-    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
-    site = load_inventory(inventory)
-    token = vault.token_file.read_text().strip()
+    server = start_for_lab(lab, base)
+    site, token, root, port, inventory = (server[k] for k in ("site", "token", "root", "port", "inventory"))
     vars_ = {"BAO_TOKEN": token}
-    root = connect(resolve(site.vault, env=vars_))
-    bootstrap(root, site)
     log = io.StringIO()
     configure_logging(2, logging.StreamHandler(log))
     deploys = [run_deploy(site, ROLES, vault=Access(lambda: resolve(site.vault, env=vars_)), verbosity=2)

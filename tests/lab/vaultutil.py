@@ -165,3 +165,32 @@ def minting(s, held: dict, fail: set = frozenset()):
         return {name: "unreachable" for name in hosts if name in fail}
 
     return deliver
+
+
+def start_for_lab(lab, base: Path, edit=None) -> dict:
+    """An embedded server the lab hosts reach (on the lab's Vault address), bootstrapped for
+    the lab's inventory, which `edit(data)` may amend first (models, say).
+
+    Returns the server's directory and port, its root token and client, the site and its
+    inventory file; the caller stops it with ``deploy.vault.server.stop(result["dir"])``.
+    """
+    from deploy.vault.bootstrap import bootstrap
+    from deploy.vault.client import connect, resolve
+    from deploy.vault.server import serve
+    from inventory.lab import lab_inventory
+    from inventory.loader import load_inventory
+
+    require_bao()
+    port = free_port_pair()
+    vault = serve(base / "vault", port, (lab.vault_address,))
+    data = lab_inventory(lab)
+    data["vault"] = {"address": f"https://{lab.vault_address}:{port}", "ca_file": str(vault.ca_file), "flavor": "openbao"}
+    if edit:
+        edit(data)
+    inventory = base / "site.yaml"
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    site = load_inventory(inventory)
+    token = vault.token_file.read_text().strip()
+    root = connect(resolve(site.vault, env={"BAO_TOKEN": token}))
+    bootstrap(root, site)
+    return {"dir": base / "vault", "port": port, "token": token, "root": root, "site": site, "inventory": inventory}
