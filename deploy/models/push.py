@@ -71,6 +71,15 @@ def rsync_argv(site, host: str, source: Path, destination: str, known_hosts: Pat
     ]
 
 
+def sync_directory(site, host: str, source: Path, destination: str, known_hosts: Path) -> int:
+    """rsync `source` to `destination` on `host` (root only); the number of files sent."""
+    result = subprocess.run(rsync_argv(site, host, source, destination, known_hosts), capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["rsync failed"])[-1]
+        raise ModelError(f"{last} (rsync exit {result.returncode})")
+    return sum(1 for line in result.stdout.splitlines() if line.startswith("<f"))
+
+
 def push_models(site, store: Path, hosts: list[str] | None = None, models: list[str] | None = None,
                 progress=None) -> dict[str, list[str]]:
     """Push; returns {host: [what was done]}. Raises ModelError naming every host that failed."""
@@ -92,14 +101,12 @@ def push_models(site, store: Path, hosts: list[str] | None = None, models: list[
         for host, chosen in plan.items():
             for model, revision in chosen:
                 progress(f"{host}: {model}/{revision}")
-                argv = rsync_argv(site, host, store / model / revision, host_dir(model, revision), known_hosts)
-                result = subprocess.run(argv, capture_output=True, text=True)
-                if result.returncode != 0:
-                    last = (result.stderr.strip().splitlines() or ["rsync failed"])[-1]
-                    failed[host] = f"{model}/{revision}: {last} (rsync exit {result.returncode})"
+                try:
+                    sent = sync_directory(site, host, store / model / revision, host_dir(model, revision), known_hosts)
+                except ModelError as exc:
+                    failed[host] = f"{model}/{revision}: {exc}"
                     break
-                sent = [line for line in result.stdout.splitlines() if line.startswith("<f")]
-                done.setdefault(host, []).append(f"{model}/{revision}: {len(sent)} file(s) sent")
+                done.setdefault(host, []).append(f"{model}/{revision}: {sent} file(s) sent")
     if failed:
         detail = "; ".join(f"{h}: {why}" for h, why in sorted(failed.items()))
         raise ModelError(f"push failed on {', '.join(sorted(failed))} ({detail}); re-run `citadel model push` "

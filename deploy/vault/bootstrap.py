@@ -372,7 +372,7 @@ class Bootstrapper:
         get its files: the internal model-server key (version 1) and each group's TLS
         rotation counter (generation 1) are made here, never replaced (rotation does that).
         """
-        from deploy.secrets import client_keys, internal_key, tls
+        from deploy.secrets import client_keys, internal_key, tls, vllm_key
         from deploy.secrets.store import Store
 
         store = Store(self.client, self.vault.kv_mount)
@@ -393,6 +393,13 @@ class Bootstrapper:
                 self._add("secret", path, "created", "TLS rotation generation 1")
             else:
                 self._add("secret", path, "unchanged", "exists")
+        if self.site.hosts_in("gpu"):
+            if fresh_mount or store.read(vllm_key.PATH)[0] is None:
+                if not self.dry_run:
+                    vllm_key.seed(store)
+                self._add("secret", vllm_key.PATH, "created", "the model server's key (GPU hosts only)")
+            else:
+                self._add("secret", vllm_key.PATH, "unchanged", "exists")
         if self.site.hosts_in("gateway"):
             if fresh_mount or store.read(client_keys.PATH)[0] is None:
                 if not self.dry_run:

@@ -4,7 +4,10 @@ Inbound: SSH only from ``networks.ssh_allowed``; the gateway's HTTPS port only f
 ``networks.gateway_allowed`` on gateway hosts; the keyguard's port (the model server's
 door) on GPU hosts only from the gateway hosts. Outbound: gateway hosts to the GPU hosts'
 keyguard port, Vault (when its address is an IP)
-and each ``networks.outbound`` rule; everything else is dropped and logged. Before the
+and each ``networks.outbound`` rule; everything else is dropped and logged. On GPU hosts
+the model server's user (``citadel-vllm``) gets nothing but loopback, not even Vault:
+its packets to anywhere else are dropped and logged before any allowlist is read (the
+vllm role's unit adds its own network namespace and IP filter on top). Before the
 ruleset is loaded, the SSH connection pyinfra is using is checked against the allowlist,
 and the role refuses rather than cut it.
 
@@ -23,6 +26,7 @@ from pyinfra.api import OperationError
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, systemd
 
+from roles.model_store.paths import MODEL_USER
 from roles.ops import nftables
 
 TABLE = "citadel"
@@ -136,6 +140,13 @@ def render_ruleset(site, host_name: str) -> str:
         "        ct state invalid drop",
         "        ct state established,related accept",
         '        oif "lo" accept',
+    ]
+    if "gpu" in entry.groups:
+        # Before every allowlist: a compromised model server must not reach Vault either.
+        lines.append(f'        meta skuid "{MODEL_USER}" limit rate 5/minute log prefix "citadel-vllm-egress: " '
+                     "level warn")
+        lines.append(f'        meta skuid "{MODEL_USER}" drop comment "the model server reaches nothing but loopback"')
+    lines += [
         "        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, packet-too-big } accept",
     ]
     if "gateway" in entry.groups:
@@ -193,6 +204,10 @@ def check_no_lockout(site, host_name: str) -> None:
 
 def apply(site, entry) -> None:
     check_no_lockout(site, host.name)
+    if "gpu" in entry.groups:
+        from roles.model_store.user import ensure_model_user
+
+        ensure_model_user()  # the ruleset names it: it must exist before the ruleset loads
     apt.packages(name="nftables", packages=["nftables"], no_recommends=True)
     nftables.ruleset(name="Default-deny firewall (inbound and outbound)", config=render_ruleset(site, host.name))
     files.file(name="Firewall configuration private to root", path="/etc/nftables.conf", user="root", group="root", mode="0700")

@@ -27,11 +27,14 @@ from roles import Role
 RUNTIME_DIR = "/usr/local/lib/citadel/runtime"
 UNIT = "citadel-keyguard.service"
 PORT = 8443
-MODULES = ("__init__.py", "keydoc.py", "keyguard.py")
+MODULES = ("__init__.py", "keydoc.py", "keyguard.py", "uds.py")
 
 
 @deploy("Citadel keyguard")
 def apply() -> None:
+    from roles.model_store.user import ensure_model_user
+
+    ensure_model_user()  # the unit joins its group, to reach vLLM's socket
     source = Path(citadel_runtime.__file__).parent
     files.directory(name="Citadel's runtime code", path=f"{RUNTIME_DIR}/citadel_runtime", user="root", group="root",
                     mode="0755")

@@ -43,6 +43,7 @@ from roles import Role
 from roles.keyguard import RUNTIME_DIR
 from roles.model_store.paths import CONFIG_DIR, HOST_STORE, MODEL_USER, MOUNT_ROOT, PUBLIC_KEYS
 from roles.vault_agent import vault_access
+from roles.model_store.user import ensure_model_user
 from roles.vault_agent.templates import SPECS
 
 UNIT = "citadel-unseal@.service"
@@ -129,8 +130,7 @@ def apply() -> None:
     site = host.data.citadel_site
     models = [(m, site.models[m].revision) for m in site.hosts[host.name].models]
     apt.packages(name="python3-cryptography and rsync (unseal, push)", packages=["python3-cryptography", "rsync"])
-    server.user(name=f"System user {MODEL_USER} (reads the unsealed model)", user=MODEL_USER, system=True,
-                shell="/usr/sbin/nologin", home="/nonexistent", create_home=False, ensure_home=False)
+    ensure_model_user()
     source = Path(citadel_runtime.__file__).parent
     files.directory(name="Citadel's runtime code", path=f"{RUNTIME_DIR}/citadel_runtime", user="root", group="root",
                     mode="0755")

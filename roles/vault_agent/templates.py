@@ -7,8 +7,10 @@ and the agent fetches the values with its own token.
 Per group, the secrets and the service they are rendered for (file owner, mode 0400):
 
 - gpu, for ``citadel-keyguard``: ``tls.pem`` (private key, certificate and issuing CA from
-  one PKI request, so the two always match) and ``internal-api-key.json`` (only the SHA-256
-  of the current and previous internal keys: the GPU host recognises the key, never holds it);
+  one PKI request, so the two always match), ``internal-api-key.json`` (only the SHA-256
+  of the current and previous internal keys: the GPU host recognises the key, never holds it)
+  and ``vllm.env`` (``VLLM_API_KEY=``: the key the keyguard presents to the local model
+  server, read by systemd into vLLM's environment, never put on a command line);
 - gateway, for ``citadel-gateway``: ``tls.pem``, ``internal-api-key.json`` (the keys
   themselves: the gateway presents them) and ``client-keys.json`` (clients' key hashes).
 
@@ -64,7 +66,7 @@ class Spec:
 SPECS = {
     "gpu": Spec(
         group="gpu", pki_role="host", service="citadel-keyguard", user="citadel-keyguard",
-        secrets_dir=f"{SECRETS_ROOT}/keyguard", files=("tls.pem", "internal-api-key.json"),
+        secrets_dir=f"{SECRETS_ROOT}/keyguard", files=("tls.pem", "internal-api-key.json", "vllm.env"),
         # Starts it too: the first render happens before the keyguard could start.
         reload="systemctl reload-or-restart citadel-keyguard.service",
     ),
@@ -110,6 +112,18 @@ def internal_key_template(spec: Spec, kv_mount: str) -> str:
     )
 
 
+def vllm_key_template(spec: Spec, kv_mount: str) -> str:
+    """An environment file (systemd's EnvironmentFile= syntax) with the model server's key."""
+    return f'{{{{ with secret "{kv_mount}/data/{spec.group}/vllm-api-key" }}}}VLLM_API_KEY={{{{ .Data.data.value }}}}\n{{{{ end }}}}'
+
+
+def reload_command(spec: Spec, file_name: str) -> str:
+    """What runs after a file changes: the spec's reload; the vLLM key restarts vLLM too."""
+    if file_name == "vllm.env":
+        return f"{spec.reload}; systemctl try-restart 'citadel-vllm@*.service'"
+    return spec.reload
+
+
 def client_keys_template(spec: Spec, kv_mount: str) -> str:
     return f'{{{{ with secret "{kv_mount}/data/gateway/client-keys" }}}}{{{{ .Data.data | toJSON }}}}{{{{ end }}}}\n'
 
@@ -120,6 +134,7 @@ def templates(spec: Spec, kv_mount: str, pki_mount: str, host_name: str, address
         "tls.pem": tls_template(spec, kv_mount, pki_mount, host_name, address, ip),
         "internal-api-key.json": internal_key_template(spec, kv_mount),
         "client-keys.json": client_keys_template(spec, kv_mount),
+        "vllm.env": vllm_key_template(spec, kv_mount),
     }
     return {name: found[name] for name in spec.files}
 
@@ -170,7 +185,7 @@ def agent_hcl(spec: Spec, vault_address: str, kv_mount: str, pki_mount: str, app
             f'  user        = "{spec.user}"',
             f'  group       = "{spec.user}"',
             # Never fail the agent because the service is missing or refuses a reload.
-            f'  command     = ["/bin/sh", "-c", "{spec.reload} || true"]',
+            f'  command     = ["/bin/sh", "-c", "{reload_command(spec, name)} || true"]',
             "}",
         ]
     return "\n".join(blocks) + "\n"

@@ -18,8 +18,10 @@ def test_agent_config_takes_only_a_wrapped_secret_id_and_keeps_its_sink_private(
     assert 'secret_id_response_wrapping_path    = "auth/approle/role/citadel-gpu/secret-id"' in hcl
     assert "remove_secret_id_file_after_reading = true" in hcl
     assert "mode = 0600" in hcl
-    assert hcl.count("template {") == 2 and hcl.count('perms       = "0400"') == 2
-    assert hcl.count('user        = "citadel-keyguard"') == 2
+    assert hcl.count("template {") == 3 and hcl.count('perms       = "0400"') == 3
+    assert hcl.count('user        = "citadel-keyguard"') == 3
+    # A new vLLM key restarts vLLM (it reads its key at start); the others only reload the keyguard.
+    assert hcl.count("try-restart 'citadel-vllm@*.service'") == 1
     assert "token" not in hcl.replace("/token", "")  # no token in the configuration
     gateway = agent_hcl(SPECS["gateway"], "https://vault.example.org:8200", "citadel", "citadel-pki")
     assert gateway.count("template {") == 3 and "citadel-gateway" in gateway
@@ -27,7 +29,8 @@ def test_agent_config_takes_only_a_wrapped_secret_id_and_keeps_its_sink_private(
 
 def test_the_gpu_side_renders_hashes_and_certificates_follow_the_rotation_counter():
     gpu = templates(SPECS["gpu"], "citadel", "citadel-pki", "gpu-01", "10.20.1.11", ip=True)
-    assert set(gpu) == {"tls.pem", "internal-api-key.json"}
+    assert set(gpu) == {"tls.pem", "internal-api-key.json", "vllm.env"}
+    assert gpu["vllm.env"].startswith('{{ with secret "citadel/data/gpu/vllm-api-key" }}VLLM_API_KEY=')
     assert "sha256Hex" in gpu["internal-api-key.json"] and "toJSON" not in gpu["internal-api-key.json"]
     tls = gpu["tls.pem"]
     assert 'secret "citadel/data/gpu/tls-rotation"' in tls and "citadel_rotation=%v" in tls
