@@ -33,6 +33,8 @@ from __future__ import annotations
 import io
 import json
 import shlex
+import sys
+import tempfile
 from pathlib import Path
 
 from pyinfra import host
@@ -141,7 +143,6 @@ def _push_wheelhouse(site, wheelhouse, destination: str) -> None:
     from deploy.models import ModelError
     from deploy.models.push import sync_directory
     from deploy.runner import _known_hosts_file
-    import tempfile
 
     with tempfile.TemporaryDirectory(prefix="citadel-wheelhouse-") as scratch:
         known_hosts = _known_hosts_file(site, [host.name], Path(scratch))
@@ -157,7 +158,8 @@ def _install(site) -> bool:
     from deploy.vllm.wheelhouse import ensure
 
     try:
-        wheelhouse = ensure(site.vllm, progress=lambda text: print(f"    {text}", flush=True))
+        # Progress on stderr: stdout may be the deploy's --json report.
+        wheelhouse = ensure(site.vllm, progress=lambda text: print(f"    {text}", file=sys.stderr, flush=True))
     except VllmError as exc:
         raise OperationError(str(exc)) from None
     venv = f"{VENV_ROOT}/{wheelhouse.key}"
