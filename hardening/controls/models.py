@@ -11,7 +11,7 @@ from hardening.checks import Command
 from hardening.model import Control, References
 from roles.model_store.paths import CONFIG_DIR, HOST_STORE as STORE, MODEL_USER, MOUNT_ROOT
 
-RUNTIME_DIR = "/usr/local/lib/citadel/runtime"  # roles.keyguard.RUNTIME_DIR, without importing pyinfra
+RUNTIME_DIR = "/usr/local/lib/citadel/runtime"  # roles.ops.runtime.RUNTIME_DIR, without importing pyinfra
 SEALED_NAMES = ("manifest.json", "manifest.sig", "model.sig", "*.seal")  # citadel_runtime.sealed's layout
 INTEGRITY = ["164.312(c)(1)", "164.312(c)(2)"]
 AT_REST = ["164.312(a)(2)(iv)", "164.312(e)(2)(ii)"]

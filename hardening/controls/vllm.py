@@ -41,6 +41,11 @@ def drop_in(*lines: str, wait_for: str | None = None) -> str:
     return command
 
 
+def serving_with(flag: str) -> str:
+    """A break: the server restarted on its usual socket with one more (unwanted) flag."""
+    return drop_in("ExecStart=", f"ExecStart={SERVE} --uds /run/citadel-vllm/%%i/vllm.sock {flag} $CITADEL_VLLM_ARGS")
+
+
 UNIT_EXPOSURE = Control(
     id="vllm-unit-exposure",
     title=f"The model server's unit is sandboxed: systemd-analyze exposure at most {MAX_EXPOSURE}",
@@ -106,8 +111,7 @@ KEY_NOT_ON_CMDLINE = Control(
                     threats=["T3", "T9"]),
     check=Command(command=f"{INSPECT} key-on-cmdline", describe="no /proc/*/cmdline holds the vLLM API key"),
     remediation="vllm",
-    break_with=drop_in("ExecStart=", f"ExecStart={SERVE} --uds /run/citadel-vllm/%%i/vllm.sock "
-                       "--api-key ${VLLM_API_KEY} $CITADEL_VLLM_ARGS"),
+    break_with=serving_with("--api-key ${VLLM_API_KEY}"),
 )
 
 OFFLINE = Control(
@@ -135,8 +139,7 @@ NO_REMOTE_CODE = Control(
                     threats=["T6", "T8"]),
     check=Command(command=f"{INSPECT} flags", describe="each vLLM without remote code, dev mode or runtime LoRA"),
     remediation="vllm",
-    break_with=drop_in("ExecStart=", f"ExecStart={SERVE} --uds /run/citadel-vllm/%%i/vllm.sock "
-                       "--trust-remote-code $CITADEL_VLLM_ARGS"),
+    break_with=serving_with("--trust-remote-code"),
 )
 
 SERVES_SIGNED_MODEL = Control(

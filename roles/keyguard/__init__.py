@@ -21,10 +21,9 @@ from pathlib import Path
 from pyinfra.api import deploy
 from pyinfra.operations import files, systemd
 
-import citadel_runtime
 from roles import Role
+from roles.ops.runtime import install_runtime
 
-RUNTIME_DIR = "/usr/local/lib/citadel/runtime"
 UNIT = "citadel-keyguard.service"
 PORT = 8443
 MODULES = ("__init__.py", "keydoc.py", "keyguard.py", "uds.py")
@@ -35,14 +34,7 @@ def apply() -> None:
     from roles.model_store.user import ensure_model_user
 
     ensure_model_user()  # the unit joins its group, to reach vLLM's socket
-    source = Path(citadel_runtime.__file__).parent
-    files.directory(name="Citadel's runtime code", path=f"{RUNTIME_DIR}/citadel_runtime", user="root", group="root",
-                    mode="0755")
-    code = [
-        files.put(name=f"citadel_runtime/{module}", src=str(source / module),
-                  dest=f"{RUNTIME_DIR}/citadel_runtime/{module}", user="root", group="root", mode="0644")
-        for module in MODULES
-    ]
+    code = install_runtime(MODULES)
     unit = files.put(name=f"Unit {UNIT}", src=str(Path(__file__).parent / "files" / UNIT),
                      dest=f"/etc/systemd/system/{UNIT}", user="root", group="root", mode="0644")
     changed = any(op._maybe_is_change for op in [*code, unit])  # noqa: SLF001 - pyinfra's own prediction

@@ -40,7 +40,7 @@ from pyinfra.operations import apt, files, python, server, systemd
 
 import citadel_runtime
 from roles import Role
-from roles.keyguard import RUNTIME_DIR
+from roles.ops.runtime import install_runtime
 from roles.model_store.paths import CONFIG_DIR, HOST_STORE, MODEL_USER, MOUNT_ROOT, PUBLIC_KEYS
 from roles.vault_agent import vault_access
 from roles.model_store.user import ensure_model_user
@@ -131,12 +131,7 @@ def apply() -> None:
     models = [(m, site.models[m].revision) for m in site.hosts[host.name].models]
     apt.packages(name="python3-cryptography and rsync (unseal, push)", packages=["python3-cryptography", "rsync"])
     ensure_model_user()
-    source = Path(citadel_runtime.__file__).parent
-    files.directory(name="Citadel's runtime code", path=f"{RUNTIME_DIR}/citadel_runtime", user="root", group="root",
-                    mode="0755")
-    code = [files.put(name=f"citadel_runtime/{module}", src=str(source / module),
-                      dest=f"{RUNTIME_DIR}/citadel_runtime/{module}", user="root", group="root", mode="0644")
-            for module in MODULES]
+    code = install_runtime(MODULES)
     files.directory(name="Unseal settings", path=CONFIG_DIR, user="root", group="root", mode="0755")
     files.directory(name="Sealed models (ciphertext, root only)", path=HOST_STORE, user="root",
                     group="root", mode="0700")

@@ -43,9 +43,8 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, python, server, systemd
 
-import citadel_runtime
 from roles import Role
-from roles.keyguard import RUNTIME_DIR
+from roles.ops.runtime import install_runtime
 from roles.model_store import unit_name as unseal_unit
 from roles.vllm.paths import (CONF_DIR, CURRENT, INSTALLED_MARK, METRICS, PROBE_CONFIG, PROBE_TIMER, PROBE_UNIT,
                               UNIT, VENV_ROOT, WHEELHOUSE_DIR)
@@ -197,12 +196,7 @@ def apply() -> None:
     entry = site.hosts[host.name]
     models = list(entry.models)
     ensure_model_user()
-    source = Path(citadel_runtime.__file__).parent
-    files.directory(name="Citadel's runtime code", path=f"{RUNTIME_DIR}/citadel_runtime", user="root", group="root",
-                    mode="0755")
-    code = [files.put(name=f"citadel_runtime/{module}", src=str(source / module),
-                      dest=f"{RUNTIME_DIR}/citadel_runtime/{module}", user="root", group="root", mode="0644")
-            for module in MODULES]
+    code = install_runtime(MODULES)
     probe = [
         files.put(name="Isolation probe targets", src=io.StringIO(probe_config(site)), dest=PROBE_CONFIG,
                   user="root", group="root", mode="0644"),
