@@ -18,7 +18,7 @@ import secrets as pysecrets
 from dataclasses import dataclass
 
 import gevent
-from pyinfra.api import Config, State, StringCommand
+from pyinfra.api import BaseStateCallback, Config, State, StringCommand
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
 
@@ -106,6 +106,16 @@ def audit_host(pyinfra_host, controls: list[Control]) -> list[Result]:
     return results
 
 
+class _ConnectErrors(BaseStateCallback):
+    """Keeps why each host could not be reached, so its results say so."""
+
+    def __init__(self):
+        self.reasons: dict[str, str] = {}
+
+    def host_connect_error(self, state, host, error):
+        self.reasons[host.name] = redact(str(error))
+
+
 def run_audit(site, controls: list[Control], *, limit: list[str] | None = None, progress=None) -> list[Result]:
     """Audit every selected host in parallel. An unreachable host gives error results."""
     from deploy.runner import _known_hosts_file, build_pyinfra_inventory, select_hosts
@@ -117,6 +127,8 @@ def run_audit(site, controls: list[Control], *, limit: list[str] | None = None, 
     with tempfile.TemporaryDirectory(prefix="citadel-audit-") as scratch:
         known_hosts = _known_hosts_file(site, names, Path(scratch))
         state = State(build_pyinfra_inventory(site, names, known_hosts), Config(PARALLEL=min(len(names), 50)))
+        unreachable = _ConnectErrors()
+        state.add_callback_handler(unreachable)
         try:
             connect_all(state)
         except PyinfraError:
@@ -135,7 +147,9 @@ def run_audit(site, controls: list[Control], *, limit: list[str] | None = None, 
                     progress(name)
             for h in state.inventory:
                 if h not in state.active_hosts:
-                    results.extend(Result(h.name, c.id, "error", "host unreachable over SSH") for c in controls)
+                    why = unreachable.reasons.get(h.name, "")
+                    evidence = f"host unreachable over SSH: {why}" if why else "host unreachable over SSH"
+                    results.extend(Result(h.name, c.id, "error", evidence) for c in controls)
         finally:
             if state.activated_hosts:
                 disconnect_all(state)

@@ -21,6 +21,32 @@ ADMIN_GROUP = "citadel-admins"
 SSHD_CONFIG = "/etc/ssh/sshd_config"
 
 
+# sshd re-executes itself on SIGHUP: its listening sockets close and reopen after the new
+# process has read its configuration and keys, and `systemctl reload` returns before that. A
+# login in that gap (the audit that follows a deploy) is refused, so the reload waits until
+# every port sshd -T names has a listener other than the ones it had before (socket inodes).
+RELOAD_AND_WAIT = r"""
+# A socket-activated sshd (ssh.socket) starts per connection and reads its policy each time.
+if systemctl is-active -q ssh.socket; then exit 0; fi
+ports=$(sshd -T 2>/dev/null | awk '$1 == "port" {print $2}')
+inodes() { ss -Hltne "sport = :$1" | grep -o 'ino:[0-9]*'; }
+before=$(for p in $ports; do inodes "$p"; done)
+systemctl reload ssh.service
+for i in $(seq 120); do
+  ready=yes
+  for p in $ports; do
+    now=$(inodes "$p")
+    [ -n "$now" ] || ready=no
+    for ino in $now; do printf '%s\n' "$before" | grep -qx "$ino" && ready=no; done
+  done
+  [ "$ready" = yes ] && exit 0
+  sleep 0.5
+done
+echo "sshd has not reopened its port(s) $ports 60 s after its reload: see journalctl -u ssh" >&2
+exit 1
+"""
+
+
 def sshd_config() -> str:
     """sshd keeps the first value it reads, so Citadel's policy comes before the Include."""
     lines = ["# Managed by Citadel (role hardening). Edits are overwritten; see hardening/controls/ssh.py."]
@@ -78,4 +104,5 @@ def apply(site, entry) -> None:
         commands=["sshd -t"],
         _if=config.did_change,
     )
-    systemd.service(name="Reload sshd", service="ssh", running=True, reloaded=True, _if=config.did_change)
+    systemd.service(name="sshd running", service="ssh", running=True)
+    server.shell(name="Reload sshd and wait for its new listener", commands=[RELOAD_AND_WAIT], _if=config.did_change)

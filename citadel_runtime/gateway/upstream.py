@@ -1,0 +1,180 @@
+"""The model server, as the gateway reaches it: keep-alive HTTP/1.1 over TLS, TCP or a Unix socket.
+
+Addresses: ``https://HOST:8443`` (a GPU host's keyguard, verified against Citadel's PKI CA),
+``http://127.0.0.1:PORT`` or ``unix:/run/citadel-vllm/MODEL/vllm.sock`` (vLLM on this host).
+Idle connections are pooled; a pooled connection the server closed meanwhile is retried
+once on a fresh one, which is safe because nothing of the response was read yet.
+
+Example::
+
+    >>> Address.parse("https://10.0.0.5:8443").port
+    8443
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+
+MAX_HEAD = 64 * 1024
+
+
+class UpstreamError(Exception):
+    """The model server could not be reached (`connect`) or broke off (`protocol`, `timeout`)."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Address:
+    scheme: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        if text.startswith("unix:"):
+            return cls("unix", path=text[len("unix:"):])
+        scheme, sep, rest = text.partition("://")
+        host, _, port = rest.rstrip("/").rpartition(":")
+        if not sep or scheme not in ("http", "https") or not host or not port.isdigit():
+            raise ValueError(f"upstream {text!r}: expected https://HOST:PORT, http://HOST:PORT or unix:PATH")
+        return cls(scheme, host.strip("[]"), int(port))
+
+    @property
+    def host_header(self) -> str:
+        return "localhost" if self.scheme == "unix" else f"{self.host}:{self.port}"
+
+
+class Response:
+    def __init__(self, pool: Pool, reader, writer, status: int, headers: dict[str, str]):
+        self.pool, self.reader, self.writer = pool, reader, writer
+        self.status, self.headers = status, headers
+        self.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        self.length = int(headers["content-length"]) if "content-length" in headers and not self.chunked else None
+        self.done = False
+
+    async def chunks(self, timeout: float):
+        """The body's pieces as they arrive (chunked encoding undone)."""
+        try:
+            if self.chunked:
+                while True:
+                    size_line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), timeout)
+                    size = int(size_line.split(b";")[0].strip(), 16)
+                    if size == 0:
+                        while (await asyncio.wait_for(self.reader.readuntil(b"\r\n"), timeout)) != b"\r\n":
+                            pass
+                        break
+                    data = await asyncio.wait_for(self.reader.readexactly(size + 2), timeout)
+                    yield data[:-2]
+            elif self.length is not None:
+                left = self.length
+                while left:
+                    data = await asyncio.wait_for(self.reader.read(min(left, 65536)), timeout)
+                    if not data:
+                        raise asyncio.IncompleteReadError(b"", left)
+                    left -= len(data)
+                    yield data
+            else:
+                while data := await asyncio.wait_for(self.reader.read(65536), timeout):
+                    yield data
+        except asyncio.TimeoutError:
+            self.close()
+            raise UpstreamError("timeout", "the model server stopped sending") from None
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, OSError) as exc:
+            self.close()
+            raise UpstreamError("protocol", f"the model server broke off its answer ({type(exc).__name__})") from None
+        self.done = True
+        keep = self.length is not None or self.chunked
+        if keep and "close" not in self.headers.get("connection", "").lower():
+            self.pool.put(self.reader, self.writer)
+        else:
+            self.close()
+
+    async def read_all(self, limit: int, timeout: float) -> bytes:
+        parts, size = [], 0
+        async for piece in self.chunks(timeout):
+            size += len(piece)
+            if size > limit:
+                self.close()
+                raise UpstreamError("protocol", "the model server's answer is too large")
+            parts.append(piece)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+
+
+class Pool:
+    """Keep-alive connections to one upstream address."""
+
+    def __init__(self, address: Address, tls: ssl.SSLContext | None = None, size: int = 64):
+        self.address = address
+        self.tls = tls
+        self.size = size
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def _open(self, timeout: float):
+        a = self.address
+        try:
+            if a.scheme == "unix":
+                return await asyncio.wait_for(asyncio.open_unix_connection(a.path, limit=MAX_HEAD), timeout)
+            tls = self.tls if a.scheme == "https" else None
+            return await asyncio.wait_for(
+                asyncio.open_connection(a.host, a.port, ssl=tls, server_hostname=a.host if tls else None, limit=MAX_HEAD),
+                timeout)
+        except asyncio.TimeoutError:
+            raise UpstreamError("connect", "timed out connecting to the model server") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamError("connect", f"cannot connect to the model server ({type(exc).__name__})") from None
+
+    def put(self, reader, writer) -> None:
+        if len(self.idle) < self.size and not writer.is_closing():
+            self.idle.append((reader, writer))
+        else:
+            writer.close()
+
+    async def request(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes,
+                      timeout: float) -> Response:
+        head = [f"{method} {path} HTTP/1.1", f"Host: {self.address.host_header}", *(f"{k}: {v}" for k, v in headers)]
+        if body or method == "POST":
+            head.append(f"Content-Length: {len(body)}")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        for attempt in (0, 1):
+            reused = bool(self.idle) and attempt == 0
+            reader, writer = self.idle.pop() if reused else await self._open(timeout)
+            try:
+                writer.write(data)
+                await writer.drain()
+                raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+            except asyncio.TimeoutError:
+                writer.close()
+                raise UpstreamError("timeout", "the model server did not answer in time") from None
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError) as exc:
+                writer.close()
+                if reused:
+                    continue  # the server had closed this idle connection: once more, fresh
+                raise UpstreamError("protocol", f"the model server closed the connection ({type(exc).__name__})") from None
+            lines = raw.decode("latin-1").split("\r\n")
+            try:
+                status = int(lines[0].split(" ")[1])
+            except (IndexError, ValueError):
+                writer.close()
+                raise UpstreamError("protocol", "the model server's answer is not HTTP") from None
+            response_headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name:
+                    response_headers[name.strip().lower()] = value.strip()
+            return Response(self, reader, writer, status, response_headers)
+        raise UpstreamError("protocol", "the model server closed the connection")
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
