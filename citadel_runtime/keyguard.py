@@ -179,14 +179,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             self.send_response(response.status)
             for name, value in response.getheaders():
-                if name.lower() not in HOP_BY_HOP | {"content-length"}:
+                if name.lower() not in HOP_BY_HOP:
                     self.send_header(name, value)
-            self.send_header("Transfer-Encoding", "chunked")  # streams (server-sent events) pass as they come
+            length = response.getheader("Content-Length")
+            if length is None:
+                self.send_header("Transfer-Encoding", "chunked")  # streams (server-sent events) pass as they come
             self.end_headers()
             while chunk := response.read1(65536):
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.write(chunk if length is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
+            if length is None:
+                self.wfile.write(b"0\r\n\r\n")
         finally:
             upstream.close()
         return response.status

@@ -17,6 +17,7 @@ import typer
 from rich.logging import RichHandler
 from rich.table import Table
 
+from deploy.cli_auditlog import audit_log_app
 from deploy.cli_secrets import secrets_app
 from deploy.cli_model import model_app
 from deploy.cli_vllm import vllm_app
@@ -53,6 +54,7 @@ app.add_typer(vault_app, name="vault")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(model_app, name="model")
 app.add_typer(vllm_app, name="vllm")
+app.add_typer(audit_log_app, name="audit-log")
 
 _load = load_site
 

@@ -227,6 +227,30 @@ class VLLM(Strict):
     probe_interval_seconds: int = Field(60, ge=10, le=86_400)
 
 
+class ClientPolicy(Strict):
+    """What one gateway client may do. Defaults are narrow: no model until one is named."""
+
+    models: list[Name] = Field(default_factory=list, description="models it may use (none by default)")
+    requests_per_minute: int = Field(60, ge=1, le=1_000_000)
+    concurrent_requests: int = Field(4, ge=1, le=10_000)
+    max_tokens: int = Field(512, ge=1, le=1_048_576, description="the most tokens one request may ask for")
+    max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
+    phi: Literal["off", "detect", "redact", "block"] = Field(
+        "detect", description="the PHI guard: count identifiers in prompts, redact them, or refuse the request")
+
+
+class Gateway(Strict):
+    """The gateway on hosts of the 'gateway' group: its clients' policies and its audit log."""
+
+    clients: dict[Name, ClientPolicy] = Field(
+        default_factory=dict, description="policy per client (keys: `citadel secrets issue-client NAME`); "
+        "a key holder without a policy here is refused")
+    audit_fail_open: bool = Field(
+        False, description="serve even when the audit record cannot be written (opt-in; default: refuse)")
+    request_timeout_seconds: int = Field(120, ge=1, le=3600)
+    admin_port: int = Field(9464, ge=1024, le=65535, description="Prometheus metrics, on loopback only")
+
+
 class Settings(Strict):
     """Site-wide behaviour. Every default is the safe one; weakening one is an explicit opt-in."""
 
@@ -263,6 +287,7 @@ class Inventory(Strict):
     settings: Settings = Settings()
     models: dict[Name, Model] = Field(default_factory=dict)
     vllm: VLLM = VLLM()
+    gateway: Gateway = Gateway()
     hosts: dict[Name, Host] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -287,6 +312,10 @@ class Inventory(Strict):
                     problems.append(f"hosts.{name}.models: model {model!r} is not declared under models:")
             if host.models and "gpu" not in host.groups:
                 problems.append(f"hosts.{name}.models: only hosts in the 'gpu' group serve models")
+        for client, policy in self.gateway.clients.items():
+            for model in policy.models:
+                if model not in self.models:
+                    problems.append(f"gateway.clients.{client}.models: model {model!r} is not declared under models:")
         for key in ("vllm_trust_remote_code", "vllm_runtime_lora"):
             for model in getattr(self.settings, key):
                 if model not in self.models:

@@ -372,7 +372,7 @@ class Bootstrapper:
         get its files: the internal model-server key (version 1) and each group's TLS
         rotation counter (generation 1) are made here, never replaced (rotation does that).
         """
-        from deploy.secrets import client_keys, internal_key, tls, vllm_key
+        from deploy.secrets import audit_key, client_keys, internal_key, tls, vllm_key
         from deploy.secrets.store import Store
 
         store = Store(self.client, self.vault.kv_mount)
@@ -407,6 +407,12 @@ class Bootstrapper:
                 self._add("secret", client_keys.PATH, "created", "no client yet (`citadel secrets issue-client`)")
             else:
                 self._add("secret", client_keys.PATH, "unchanged", "exists")
+            if fresh_mount or store.read(audit_key.PATH)[0] is None:
+                if not self.dry_run:
+                    audit_key.seed(store)
+                self._add("secret", audit_key.PATH, "created", "the key chaining the gateway's audit log")
+            else:
+                self._add("secret", audit_key.PATH, "unchanged", "exists")
 
 
 def _same(key: str, have, want) -> bool:

@@ -24,6 +24,9 @@ def install_runtime(modules: tuple[str, ...]) -> list:
     source = Path(citadel_runtime.__file__).parent
     files.directory(name="Citadel's runtime code", path=f"{RUNTIME_DIR}/citadel_runtime", user="root", group="root",
                     mode="0755")
+    for package in sorted({m.rpartition("/")[0] for m in modules if "/" in m}):
+        files.directory(name=f"citadel_runtime/{package}", path=f"{RUNTIME_DIR}/citadel_runtime/{package}",
+                        user="root", group="root", mode="0755")
     return [files.put(name=f"citadel_runtime/{module}", src=str(source / module),
                       dest=f"{RUNTIME_DIR}/citadel_runtime/{module}", user="root", group="root", mode="0644")
             for module in modules]

@@ -12,7 +12,8 @@ Per group, the secrets and the service they are rendered for (file owner, mode 0
   and ``vllm.env`` (``VLLM_API_KEY=``: the key the keyguard presents to the local model
   server, read by systemd into vLLM's environment, never put on a command line);
 - gateway, for ``citadel-gateway``: ``tls.pem``, ``internal-api-key.json`` (the keys
-  themselves: the gateway presents them) and ``client-keys.json`` (clients' key hashes).
+  themselves: the gateway presents them), ``client-keys.json`` (clients' key hashes) and
+  ``audit-hmac.json`` (the key that chains the gateway's audit log).
 
 Example::
 
@@ -72,7 +73,8 @@ SPECS = {
     ),
     "gateway": Spec(
         group="gateway", pki_role="gateway", service="citadel-gateway", user="citadel-gateway",
-        secrets_dir=f"{SECRETS_ROOT}/gateway", files=("tls.pem", "internal-api-key.json", "client-keys.json"),
+        secrets_dir=f"{SECRETS_ROOT}/gateway",
+        files=("tls.pem", "internal-api-key.json", "client-keys.json", "audit-hmac.json"),
         reload="systemctl try-reload-or-restart citadel-gateway.service",
     ),
 }
@@ -128,6 +130,11 @@ def client_keys_template(spec: Spec, kv_mount: str) -> str:
     return f'{{{{ with secret "{kv_mount}/data/gateway/client-keys" }}}}{{{{ .Data.data | toJSON }}}}{{{{ end }}}}\n'
 
 
+def audit_key_template(spec: Spec, kv_mount: str) -> str:
+    """The gateway's audit-log HMAC key (deploy.secrets.audit_key)."""
+    return f'{{{{ with secret "{kv_mount}/data/gateway/audit-hmac-key" }}}}{{{{ .Data.data | toJSON }}}}{{{{ end }}}}\n'
+
+
 def templates(spec: Spec, kv_mount: str, pki_mount: str, host_name: str, address: str, ip: bool) -> dict[str, str]:
     """File name (in the secrets directory) -> template text, for one group on one host."""
     found = {
@@ -135,6 +142,7 @@ def templates(spec: Spec, kv_mount: str, pki_mount: str, host_name: str, address
         "internal-api-key.json": internal_key_template(spec, kv_mount),
         "client-keys.json": client_keys_template(spec, kv_mount),
         "vllm.env": vllm_key_template(spec, kv_mount),
+        "audit-hmac.json": audit_key_template(spec, kv_mount),
     }
     return {name: found[name] for name in spec.files}
 

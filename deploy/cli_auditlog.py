@@ -1,0 +1,70 @@
+"""``citadel audit-log``: check the gateway's record of model interactions.
+
+Example::
+
+    scp gw-01:/var/log/citadel-gateway/audit.jsonl . && citadel audit-log verify audit.jsonl -i site.yaml
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deploy.cli_common import InventoryOption, JsonOption, TokenFileOption, fail, out, vault_call, vault_client
+
+audit_log_app = typer.Typer(
+    help="The gateway's audit log: one HMAC-chained JSON line per interaction with the model.",
+    no_args_is_help=True,
+)
+
+
+@audit_log_app.command("verify")
+def verify(
+    log: Annotated[Path, typer.Argument(help="a copy of /var/log/citadel-gateway/audit.jsonl from a gateway host",
+                                        exists=True, dir_okay=False, readable=True)],
+    inventory: InventoryOption,
+    token_file: TokenFileOption = None,
+    expect_records: Annotated[int | None, typer.Option(
+        "--expect-records", help="the number of records the gateway reports (its metrics): fewer means lines "
+        "were cut off the end", min=0)] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify every line's HMAC, its sequence number and its link to the line before.
+
+    The key is read from Vault (`gateway/audit-hmac-key`, with your token: VAULT_TOKEN,
+    BAO_TOKEN or --token-file), never from the host that wrote the log. An edited line
+    fails its MAC; a deleted, inserted or reordered line breaks the sequence and the chain.
+    Lines cut off the end are only seen against the count the gateway itself reports
+    (--expect-records).
+
+    Exit 0 when the log verifies, 1 when it does not (each problem is named by line), 2 on
+    bad input (no such inventory, no key in Vault).
+    """
+    from citadel_runtime.gateway.auditlog import verify_file
+    from deploy.secrets import audit_key
+    from deploy.secrets.store import Store
+    from deploy.cli_common import load_site
+
+    site = load_site(inventory)
+    store = Store(vault_client(site, token_file), site.vault.kv_mount)
+    key = vault_call(audit_key.read, store)
+    if key is None:
+        raise fail(f"no audit-log key in Vault at {site.vault.kv_mount}/{audit_key.PATH} "
+                   "(run `citadel vault bootstrap`)")
+    verdict = verify_file(str(log), key.reveal().encode())
+    problems = list(verdict.problems)
+    if expect_records is not None and verdict.lines < expect_records:
+        problems.append(f"{verdict.lines} record(s) where the gateway reports {expect_records}: lines missing at the end")
+    ok = not problems
+    if as_json:
+        out.print_json(json.dumps({"file": str(log), "ok": ok, "records": verdict.lines, "problems": problems}))
+    elif ok:
+        out.print(f"{log}: {verdict.lines} record(s), the chain verifies")
+    else:
+        out.print(f"{log}: {verdict.lines} record(s), does NOT verify:")
+        for problem in problems:
+            out.print(f"  {problem}", highlight=False)
+    raise typer.Exit(0 if ok else 1)

@@ -1,0 +1,93 @@
+"""The gateway on hosts of the gateway group: the only door, well-locked, keeping its record.
+
+Every check runs ``citadel_runtime.gateway.inspect`` (installed by role gateway) as root on
+the host: it reads sockets from /proc, handshakes with and probes the gateway's own listener,
+verifies the audit log's chain with the key the agent rendered, and reads the client table.
+A host without the role passes (nothing to check), unless it is configured for one.
+"""
+
+from __future__ import annotations
+
+from hardening.checks import Command
+from hardening.model import Control, References
+from roles.gateway import AUDIT_LOG, CONFIG, UNIT
+
+RUNTIME = "PYTHONPATH=/usr/local/lib/citadel/runtime PYTHONDONTWRITEBYTECODE=1 python3 -m"
+INSTALLED = f"[ -e {CONFIG} ] || {{ echo 'no gateway on this host'; exit 0; }}; "
+INSPECT = f"{INSTALLED}{RUNTIME} citadel_runtime.gateway.inspect"
+MONITORING = ["164.312(b)"]
+
+
+ONLY_LISTENER = Control(
+    id="gateway-only-listener",
+    title="Beyond loopback only sshd and the gateway listen (and, on a GPU host, its keyguard)",
+    rationale="Clinical applications must reach the model through the gateway alone, where callers are known, "
+    "limited and recorded. Any other listener is a door around it. A GPU host's keyguard listens for gateways "
+    "only (the firewall admits gateway hosts alone).",
+    severity="critical",
+    refs=References(hipaa=["164.312(a)(1)", "164.312(e)(1)"], nist=["SC-7", "CM-7", "AC-4"], cis=["3.4"],
+                    owasp_llm=["LLM10"], threats=["T3", "T9"]),
+    check=Command(command=f"{INSPECT} listeners", describe="every non-loopback TCP/UDP listener is sshd, the gateway or the keyguard"),
+    remediation="gateway",
+    break_with="systemd-run --unit=citadel-audit-break-listener python3 -m http.server 8081 --bind 0.0.0.0 && sleep 2",
+)
+
+TLS_SETTINGS = Control(
+    id="gateway-tls-modern",
+    title="The gateway speaks TLS 1.2 or later only, with forward-secret AEAD ciphers",
+    rationale="Prompts and answers carry PHI: TLS 1.0/1.1 and non-forward-secret or CBC suites are refused, "
+    "tested by real handshakes with the gateway's listener.",
+    severity="high",
+    refs=References(hipaa=["164.312(e)(1)", "164.312(e)(2)(ii)"], nist=["SC-8", "SC-8(1)", "SC-13"],
+                    owasp_llm=["LLM02"], threats=["T5"]),
+    check=Command(command=f"{INSPECT} tls", describe="handshakes: TLS 1.0/1.1 and weak TLS 1.2 suites refused"),
+    remediation="gateway",
+    break_with=("sed -i 's/^CIPHERS = .*/CIPHERS = \"ALL:@SECLEVEL=0\"/' "
+                f"/usr/local/lib/citadel/runtime/citadel_runtime/gateway/server.py && systemctl restart {UNIT} && sleep 2"),
+)
+
+ALLOWLIST = Control(
+    id="gateway-route-allowlist",
+    title="The gateway refuses every blocked vLLM route and path trick before it reaches the model",
+    rationale="vLLM answers /invocations (inference), /tokenize, /metrics and /docs without a key; only the "
+    "OpenAI-compatible chat, completions, models and embeddings routes, in their canonical spelling, may pass.",
+    severity="critical",
+    refs=References(hipaa=["164.312(a)(1)"], nist=["AC-3", "AC-4", "SC-7"], owasp_llm=["LLM10", "LLM02"],
+                    threats=["T3", "T4"]),
+    check=Command(command=f"{INSPECT} allowlist", describe="a probe of each blocked route and path trick gets 403/404/405"),
+    remediation="gateway",
+    break_with=(f"sed -i 's/\"\\/v1\\/models\": \"GET\",/\"\\/v1\\/models\": \"GET\", \"\\/invocations\": \"POST\", "
+                "\"\\/tokenize\": \"POST\", \"\\/metrics\": \"GET\",/' "
+                "/usr/local/lib/citadel/runtime/citadel_runtime/gateway/routes.py && "
+                f"systemctl restart {UNIT} && sleep 2"),
+)
+
+CHAIN = Control(
+    id="gateway-audit-log-chain",
+    title="The gateway's audit log is whole: every record's HMAC and its link to the one before verify",
+    rationale="HIPAA requires recording activity in systems with ePHI; a record that can be edited, reordered or "
+    "thinned without trace proves nothing. The chain's key is in Vault, not beside the log.",
+    severity="high",
+    refs=References(hipaa=MONITORING + ["164.312(c)(1)"], nist=["AU-9", "AU-10", "AU-12", "AU-3"],
+                    owasp_llm=["LLM10"], threats=["T7"]),
+    check=Command(command=f"{INSPECT} chain", describe=f"{AUDIT_LOG} verifies with the key from Vault"),
+    remediation="gateway",
+    break_with=f"sed -i '1s/\"status\":[0-9]*/\"status\":200/; 1s/\"client\":[^,]*/\"client\":\"nobody\"/' {AUDIT_LOG}",
+)
+
+CLIENT_TABLE = Control(
+    id="gateway-client-keys-hashed",
+    title="The gateway's client table holds no plaintext key, only SHA-256 hashes",
+    rationale="A copy of the host's files must not give anyone a working client key: Vault and the host keep "
+    "hashes only; the key itself is shown once, to whoever issued it.",
+    severity="high",
+    refs=References(hipaa=["164.312(d)", "164.312(a)(2)(iv)"], nist=["IA-5(1)", "SC-28"], owasp_llm=["LLM02"],
+                    threats=["T3"]),
+    check=Command(command=f"{INSPECT} client-table", describe="every client slot is a 64-hex sha256, none has a value"),
+    remediation="gateway",
+    break_with=("f=/etc/citadel/secrets/gateway/client-keys.json; python3 -c \"import json; p='$f'; d=json.load(open(p)); "
+                "d.setdefault('clients', {})['leaky'] = {'current': {'version': 1, 'value': 'ck_plaintext'}}; "
+                "json.dump(d, open(p, 'w'))\""),
+)
+
+CONTROLS = [ONLY_LISTENER, TLS_SETTINGS, ALLOWLIST, CHAIN, CLIENT_TABLE]
