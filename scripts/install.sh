@@ -32,6 +32,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# bench/gateway_bench.py runs nginx (as a plain TLS proxy, for comparison) itself, on a
+# loopback port: the package's own service is never started or enabled.
+if ! dpkg-query -W -f='${Status}' nginx-light 2>/dev/null | grep -q "install ok installed"; then
+    echo "installing nginx-light (for bench/gateway_bench.py; its service stays off)"
+    own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then  # "do not start services" while it installs
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && own_policy=1
+    fi
+    status=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null || status=$?
+    [ "$own_policy" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
+    [ "$status" -eq 0 ] || exit "$status"
+    systemctl disable nginx.service >/dev/null 2>&1 || true
+fi
+
 # Debian's own Python, not a user's pyenv: the venv must not depend on a home directory.
 PYTHON=/usr/bin/python3
 export PIP_CACHE_DIR="${HOME}/.cache/citadel/pip"

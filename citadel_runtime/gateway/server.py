@@ -53,6 +53,7 @@ CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 IDLE_SECONDS = 30  # a keep-alive connection with no new request is closed after this
 BODY_SECONDS = 30  # the most a client may take to send its body
 BUFFER_LIMIT = 1 << 20  # answers with a Content-Length up to this are read whole first
+DRAIN_LIMIT = 16 << 20  # a refused body up to this size is read and dropped before closing
 # The refusals' reasons as metric labels: a fixed set, whatever the message's details.
 REFUSAL_CODES = (
     ("path trick", "path_trick"), ("route not allowed", "route_not_allowed"), ("method ", "method_not_allowed"),
@@ -199,7 +200,7 @@ class Gateway:
                 "completion_tokens": None, "request_sha256": None, "response_sha256": None, "phi": {}}
 
     async def refuse(self, writer, rec: dict, started: float, status: int, reason: str, *,
-                     close: bool = False, extra: list | None = None) -> bool:
+                     close: bool = False, extra: list | None = None, reader=None, unread: int = 0) -> bool:
         rec["status"], rec["refusal"] = status, reason
         self.metrics.refusals[refusal_code(reason)] += 1
         body = json.dumps({"error": {"message": reason, "code": status, "request_id": rec["request_id"]}}).encode()
@@ -211,6 +212,17 @@ class Gateway:
         self.record(rec, started)
         writer.write(response_head(status, headers) + body)
         await writer.drain()
+        if close and reader is not None and 0 < unread <= DRAIN_LIMIT:
+            # Read (and drop) the body the client is still sending before closing: closing
+            # with unread data resets the connection, and the client may lose our answer.
+            try:
+                while unread > 0:
+                    data = await asyncio.wait_for(reader.read(min(unread, 65536)), 5)
+                    if not data:
+                        break
+                    unread -= len(data)
+            except (asyncio.TimeoutError, OSError):
+                pass
         return not close
 
     async def exchange(self, head: Head, reader, writer, source: str, started: float) -> bool:
@@ -220,22 +232,25 @@ class Gateway:
         rec["route"] = decision.route
         unread = head.content_length > 0
         if decision.status != 200:
-            return await self.refuse(writer, rec, started, decision.status, decision.reason, close=unread)
+            return await self.refuse(writer, rec, started, decision.status, decision.reason, close=unread,
+                                     reader=reader, unread=head.content_length)
         auth = head.headers.get("authorization", "")
         identity = self.keys.identify(auth[7:].strip()) if auth[:7].lower() == "bearer " else None
         if identity is None:
             return await self.refuse(writer, rec, started, 401, "a valid client API key is required",
-                                     close=unread, extra=[("WWW-Authenticate", "Bearer")])
+                                     close=unread, extra=[("WWW-Authenticate", "Bearer")], reader=reader,
+                                     unread=head.content_length)
         rec["client"], rec["key_version"] = identity
         policy = self.policies.get(identity[0])
         if policy is None:
-            return await self.refuse(writer, rec, started, 403, "no policy for this client in the inventory", close=unread)
+            return await self.refuse(writer, rec, started, 403, "no policy for this client in the inventory",
+                                     close=unread, reader=reader, unread=head.content_length)
         if not self.audit.may_serve():
             return await self.refuse(writer, rec, started, 503, "audit log unavailable: refusing to serve unrecorded",
-                                     close=unread)
+                                     close=unread, reader=reader, unread=head.content_length)
         if head.content_length > policy.max_body_bytes:
             return await self.refuse(writer, rec, started, 413, f"body larger than {policy.max_body_bytes} bytes",
-                                     close=True)
+                                     close=True, reader=reader, unread=head.content_length)
         try:
             raw = await asyncio.wait_for(reader.readexactly(head.content_length), BODY_SECONDS) if unread else b""
         except asyncio.TimeoutError:

@@ -394,25 +394,23 @@ class Bootstrapper:
             else:
                 self._add("secret", path, "unchanged", "exists")
         if self.site.hosts_in("gpu"):
-            if fresh_mount or store.read(vllm_key.PATH)[0] is None:
-                if not self.dry_run:
-                    vllm_key.seed(store)
-                self._add("secret", vllm_key.PATH, "created", "the model server's key (GPU hosts only)")
-            else:
-                self._add("secret", vllm_key.PATH, "unchanged", "exists")
+            self._seed_once(store, fresh_mount, vllm_key.PATH, lambda: vllm_key.seed(store),
+                            "the model server's key (GPU hosts only)")
         if self.site.hosts_in("gateway"):
-            if fresh_mount or store.read(client_keys.PATH)[0] is None:
-                if not self.dry_run:
-                    store.write(client_keys.PATH, {"clients": {}}, 0)
-                self._add("secret", client_keys.PATH, "created", "no client yet (`citadel secrets issue-client`)")
-            else:
-                self._add("secret", client_keys.PATH, "unchanged", "exists")
-            if fresh_mount or store.read(audit_key.PATH)[0] is None:
-                if not self.dry_run:
-                    audit_key.seed(store)
-                self._add("secret", audit_key.PATH, "created", "the key chaining the gateway's audit log")
-            else:
-                self._add("secret", audit_key.PATH, "unchanged", "exists")
+            self._seed_once(store, fresh_mount, client_keys.PATH,
+                            lambda: store.write(client_keys.PATH, {"clients": {}}, 0),
+                            "no client yet (`citadel secrets issue-client`)")
+            self._seed_once(store, fresh_mount, audit_key.PATH, lambda: audit_key.seed(store),
+                            "the key chaining the gateway's audit log")
+
+    def _seed_once(self, store, fresh_mount: bool, path: str, seed, detail: str) -> None:
+        """`seed()` when `path` holds nothing yet (never in a dry run); either way, one report item."""
+        if fresh_mount or store.read(path)[0] is None:
+            if not self.dry_run:
+                seed()
+            self._add("secret", path, "created", detail)
+        else:
+            self._add("secret", path, "unchanged", "exists")
 
 
 def _same(key: str, have, want) -> bool:

@@ -13,6 +13,8 @@ import json
 import ssl
 from collections import Counter
 
+PORT = 443  # the gateway's (roles.gateway.PORT)
+
 
 def context(ca_pem: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cadata=ca_pem)
@@ -22,7 +24,7 @@ def context(ca_pem: str) -> ssl.SSLContext:
 def request(address: str, ca_pem: str, method: str, path: str, key: str | None = None, body=None,
             raw_body: bytes | None = None, timeout: float = 60) -> tuple[int, dict, bytes]:
     """One request on its own connection: (status, headers, body)."""
-    connection = http.client.HTTPSConnection(address, 443, context=context(ca_pem), timeout=timeout)
+    connection = http.client.HTTPSConnection(address, PORT, context=context(ca_pem), timeout=timeout)
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
@@ -87,7 +89,7 @@ async def _load(address: str, ca_pem: str, key: str, total: int, concurrency: in
                     f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
             try:
                 if conn is None:
-                    conn = await asyncio.wait_for(asyncio.open_connection(address, 443, ssl=ctx), 30)
+                    conn = await asyncio.wait_for(asyncio.open_connection(address, PORT, ssl=ctx), 30)
                 reader, writer = conn
                 writer.write(head + data)
                 await writer.drain()
