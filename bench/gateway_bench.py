@@ -63,7 +63,7 @@ def free_port() -> int:
 
 def vllm_python() -> Path:
     house = ensure(VLLM(**LAB_VLLM), progress=lambda t: print(f"[wheelhouse] {t}", file=sys.stderr))
-    venv = CACHE / f"vllm-{house.key}"
+    venv = CACHE / f"venv-{house.key}"
     python = venv / "bin" / "python"
     if not (venv / ".complete").exists():
         shutil.rmtree(venv, ignore_errors=True)

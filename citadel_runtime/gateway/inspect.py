@@ -19,11 +19,17 @@ import re
 import socket
 import ssl
 import sys
+import warnings
 
 from citadel_runtime.gateway.auditlog import verify_file
 from citadel_runtime.gateway.server import read_audit_key
 
 CONFIG = "/etc/citadel/gateway/gateway.json"
+# Suites a TLS 1.2 server must refuse: CBC (no AEAD) with either certificate type, and static
+# RSA key exchange (no forward secrecy).
+WEAK_TLS12 = ("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA:"
+              "ECDHE-RSA-AES256-SHA:AES128-SHA:AES256-SHA:AES128-GCM-SHA256:AES256-GCM-SHA384:DHE-RSA-AES128-SHA")
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # probing TLS 1.0/1.1 is the point
 BLOCKED = ["/invocations", "/tokenize", "/detokenize", "/metrics", "/docs", "/openapi.json", "/health", "/version",
            "/v1/load_lora_adapter", "/reset_prefix_cache", "/sleep", "/collective_rpc"]
 TRICKS = ["/v1/%2e%2e/invocations", "/v1/..%2finvocations", "//invocations", "/V1/chat/completions",
@@ -110,7 +116,7 @@ def tls() -> int:
         print(f"{version.name}: {'ACCEPTED' if got else 'refused'}")
         bad |= got is not None
     modern = _handshake(ssl.TLSVersion.TLSv1_2)
-    weak = _handshake(ssl.TLSVersion.TLSv1_2, "AES128-SHA:AES256-SHA:AES128-GCM-SHA256:DHE-RSA-AES128-SHA:ECDHE-RSA-AES128-SHA")
+    weak = _handshake(ssl.TLSVersion.TLSv1_2, WEAK_TLS12 + ":@SECLEVEL=0")
     print(f"TLSv1_2 default: {modern or 'refused'}; without forward-secret AEAD: {weak or 'refused'}")
     bad |= modern is None or not re.search("GCM|CHACHA20", modern) or weak is not None
     v13 = _handshake(ssl.TLSVersion.TLSv1_3)

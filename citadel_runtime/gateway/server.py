@@ -317,6 +317,13 @@ class Gateway:
                     await response.read_all(BUFFER_LIMIT, self.timeout)  # a host not yet on the new key
                     continue
                 break
+            if response.status >= 500 and response.status not in (502, 503, 504):
+                # The model server's own failure (vLLM answers 500 while it shuts down): the
+                # client gets a clean 502, and none of the server's internals.
+                response.close()
+                rec["upstream_status"] = response.status
+                self.metrics.upstream_errors["status"] += 1
+                return await self.refuse(writer, rec, started, 502, f"model server: failed ({response.status})")
             if response.length is not None and response.length <= BUFFER_LIMIT:
                 # A bounded answer is read whole first: if the model server breaks off, the
                 # client still gets a clean 502 instead of half a body.

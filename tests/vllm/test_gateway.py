@@ -118,7 +118,8 @@ def test_limits_phi_guard_and_clear_errors(env, gw):
     # triage: 5 requests a minute; one was used above.
     answers = [call(gw, "POST", "/v1/chat/completions", triage, {**CHAT, "max_tokens": 2})[0] for _ in range(5)]
     assert answers[:4] == [200] * 4 and answers[4] == 429, answers
-    metrics = on_host(env, "curl -s http://127.0.0.1:9464/metrics").stdout
+    metrics = on_host(env, "python3 -c \"import urllib.request as u; "
+                           "print(u.urlopen('http://127.0.0.1:9464/metrics').read().decode())\"").stdout
     assert 'citadel_gateway_refusals_total{reason="rate_limit"} 1' in metrics
     assert 'citadel_gateway_phi_detections_total{kind="mrn",action="redact"} 1' in metrics
     assert "citadel_gateway_audit_log_healthy 1" in metrics
