@@ -237,6 +237,9 @@ class ClientPolicy(Strict):
     max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     phi: Literal["off", "detect", "redact", "block"] = Field(
         "detect", description="the PHI guard: count identifiers in prompts, redact them, or refuse the request")
+    record_content: bool = Field(
+        False, description="keep request and response bodies in the audit record, encrypted with the content key "
+        "from Vault (opt-in: by default the record holds digests only)")
 
 
 class Gateway(Strict):

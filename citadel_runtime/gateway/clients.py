@@ -65,6 +65,7 @@ class Policy:
     max_tokens: int = 512
     max_body_bytes: int = 1 << 20
     phi: str = "detect"  # off | detect | redact | block
+    record_content: bool = False  # bodies in the record, sealed with the content key
 
     @classmethod
     def from_dict(cls, data: dict) -> Policy:

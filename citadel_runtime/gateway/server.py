@@ -40,7 +40,7 @@ import ssl
 import sys
 import time
 
-from citadel_runtime.gateway import phi
+from citadel_runtime.gateway import content, phi
 from citadel_runtime.gateway.auditlog import Writer
 from citadel_runtime.gateway.clients import KeyTable, Limits, Policy, requested_tokens
 from citadel_runtime.gateway.http1 import LAST_CHUNK, MAX_HEAD, Head, HttpError, chunk, read_head, response_head
@@ -113,6 +113,9 @@ class Gateway:
             client_tls.minimum_version = ssl.TLSVersion.TLSv1_2
         self.pools = {model: Pool(Address.parse(a), client_tls) for model, a in (config.get("upstreams") or {}).items()}
         self.tls = tls_context(config["tls"])
+        recorders = sorted(name for name, policy in self.policies.items() if policy.record_content)
+        # Content is recorded only sealed: a client that asks for it without a key stops the start.
+        self.content_key = content.read_key(config["content_key"]) if recorders else None
         self.keys = KeyTable.load(config["client_keys"])
         self.upstream = upstream_keys(config["upstream_key"])
         self.stamps = self._stamps()
@@ -159,6 +162,9 @@ class Gateway:
     # -- the record --------------------------------------------------------------
 
     def record(self, rec: dict, started: float) -> None:
+        capture = rec.pop("_capture", None)
+        if capture is not None and self.content_key is not None:
+            rec["content"] = content.seal(self.content_key, rec["request_id"], capture["request"], capture["response"])
         rec["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
         self.metrics.request(rec.get("client"), rec.get("route"), rec["status"], time.perf_counter() - started)
         line = self.audit.write(rec)
@@ -209,6 +215,8 @@ class Gateway:
         if close:
             headers.append(("Connection", "close"))
         rec["response_sha256"] = hashlib.sha256(body).hexdigest()
+        if "_capture" in rec:
+            rec["_capture"]["response"] = body
         self.record(rec, started)
         writer.write(response_head(status, headers) + body)
         await writer.drain()
@@ -245,6 +253,8 @@ class Gateway:
         if policy is None:
             return await self.refuse(writer, rec, started, 403, "no policy for this client in the inventory",
                                      close=unread, reader=reader, unread=head.content_length)
+        if policy.record_content:
+            rec["_capture"] = {"request": b"", "response": b""}
         if not self.audit.may_serve():
             return await self.refuse(writer, rec, started, 503, "audit log unavailable: refusing to serve unrecorded",
                                      close=unread, reader=reader, unread=head.content_length)
@@ -256,6 +266,8 @@ class Gateway:
         except asyncio.TimeoutError:
             return await self.refuse(writer, rec, started, 408, "request body not received in time", close=True)
         rec["request_sha256"] = hashlib.sha256(raw).hexdigest()
+        if "_capture" in rec:
+            rec["_capture"]["request"] = raw  # as the client sent it, before any redaction
         refused = self.limits.admit(identity[0], policy)
         if refused is not None:
             reason, retry = refused
@@ -342,6 +354,8 @@ class Gateway:
     async def answer(self, writer, rec, started, status, upstream_headers, data: bytes) -> bool:
         rec["status"] = status
         rec["response_sha256"] = hashlib.sha256(data).hexdigest()
+        if "_capture" in rec:
+            rec["_capture"]["response"] = data
         self.usage(rec, data)
         self.record(rec, started)
         headers = self.out_headers(rec, upstream_headers) + [("Content-Length", str(len(data)))]
@@ -353,12 +367,15 @@ class Gateway:
         rec["status"] = response.status
         digest = hashlib.sha256()
         tail = b""
+        captured = rec.get("_capture")
         writer.write(response_head(response.status, self.out_headers(rec, response.headers)
                                    + [("Transfer-Encoding", "chunked")]))
         try:
             async for piece in response.chunks(self.timeout):
                 digest.update(piece)
                 tail = (tail + piece)[-4096:]
+                if captured is not None and len(captured["response"]) <= content.LIMIT:
+                    captured["response"] += piece
                 writer.write(chunk(piece))
                 await writer.drain()
             writer.write(LAST_CHUNK)

@@ -1,4 +1,4 @@
-"""The key that chains the gateway's audit log (HMAC-SHA256), kept in Vault.
+"""The keys of the gateway's audit log, kept in Vault: the chain's HMAC key and the content key.
 
 ``citadel vault bootstrap`` makes it once, when the site has gateway hosts;
 ``citadel-agent@gateway`` renders it for the gateway (``audit-hmac.json``, 0400), and
@@ -23,16 +23,19 @@ from deploy.redaction import Secret
 from deploy.secrets.store import Store
 
 PATH = "gateway/audit-hmac-key"
+# The key sealing recorded content (citadel_runtime.gateway.content): a separate key, so
+# verifying the log does not give the means to read what it recorded.
+CONTENT_PATH = "gateway/content-key"
 
 
-def seed(store: Store) -> bool:
-    """Write the key when there is none; False when one exists (never replaced here)."""
-    if store.read(PATH)[0] is not None:
+def seed(store: Store, path: str = PATH) -> bool:
+    """Write a key (256 random bits, hex) when there is none; False when one exists (never replaced here)."""
+    if store.read(path)[0] is not None:
         return False
-    store.write(PATH, {"value": secrets.token_hex(32)}, 0)
+    store.write(path, {"value": secrets.token_hex(32)}, 0)
     return True
 
 
-def read(store: Store) -> Secret | None:
-    doc, _ = store.read(PATH)
+def read(store: Store, path: str = PATH) -> Secret | None:
+    doc, _ = store.read(path)
     return Secret(doc["value"]) if doc and doc.get("value") else None

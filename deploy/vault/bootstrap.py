@@ -402,6 +402,9 @@ class Bootstrapper:
                             "no client yet (`citadel secrets issue-client`)")
             self._seed_once(store, fresh_mount, audit_key.PATH, lambda: audit_key.seed(store),
                             "the key chaining the gateway's audit log")
+            self._seed_once(store, fresh_mount, audit_key.CONTENT_PATH,
+                            lambda: audit_key.seed(store, audit_key.CONTENT_PATH),
+                            "the key sealing content recorded for the clients that opt in")
 
     def _seed_once(self, store, fresh_mount: bool, path: str, seed, detail: str) -> None:
         """`seed()` when `path` holds nothing yet (never in a dry run); either way, one report item."""

@@ -24,9 +24,9 @@ import io
 import json
 from pathlib import Path
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
-from pyinfra.operations import files, systemd
+from pyinfra.operations import apt, files, systemd
 
 from roles import Role
 from roles.ops.runtime import install_runtime
@@ -40,7 +40,7 @@ CONFIG = f"{CONFIG_DIR}/gateway.json"
 AUDIT_LOG = "/var/log/citadel-gateway/audit.jsonl"
 SECRETS = f"{SECRETS_ROOT}/gateway"
 MODULES = ("__init__.py", "keydoc.py", "uds.py", *(f"gateway/{m}" for m in (
-    "__init__.py", "auditlog.py", "clients.py", "http1.py", "inspect.py", "metrics.py", "phi.py", "routes.py",
+    "__init__.py", "auditlog.py", "clients.py", "content.py", "http1.py", "inspect.py", "metrics.py", "phi.py", "routes.py",
     "server.py", "upstream.py")))
 
 
@@ -64,6 +64,7 @@ def gateway_config(site) -> dict:
         "tls": f"{SECRETS}/tls.pem",
         "client_keys": f"{SECRETS}/client-keys.json",
         "audit_key": f"{SECRETS}/audit-hmac.json",
+        "content_key": f"{SECRETS}/content-key.json",
         "audit_log": AUDIT_LOG,
         "audit_fail_open": gateway.audit_fail_open,
         "journal": True,
@@ -78,10 +79,12 @@ def gateway_config(site) -> dict:
 @deploy("Citadel gateway")
 def apply() -> None:
     site = host.data.citadel_site
-    if site.gateway.audit_fail_open:
-        # Named, logged opt-in: requests may be served without a record.
-        from pyinfra import logger
+    if site.gateway.audit_fail_open:  # named, logged opt-in: requests may be served without a record
         logger.warning("%s: gateway.audit_fail_open is set: requests are served even when unrecorded", host.name)
+    recorders = sorted(name for name, policy in site.gateway.clients.items() if policy.record_content)
+    if recorders:
+        logger.warning("%s: gateway clients %s have their content recorded (encrypted)", host.name, ", ".join(recorders))
+        apt.packages(name="python3-cryptography (sealing recorded content)", packages=["python3-cryptography"])
     code = install_runtime(MODULES)
     files.directory(name=f"{CONFIG_DIR}", path=CONFIG_DIR, user="root", group="citadel-gateway", mode="0750")
     config = files.put(name=f"Configuration {CONFIG}", src=io.StringIO(json.dumps(gateway_config(site), indent=2) + "\n"),

@@ -13,7 +13,8 @@ Per group, the secrets and the service they are rendered for (file owner, mode 0
   server, read by systemd into vLLM's environment, never put on a command line);
 - gateway, for ``citadel-gateway``: ``tls.pem``, ``internal-api-key.json`` (the keys
   themselves: the gateway presents them), ``client-keys.json`` (clients' key hashes) and
-  ``audit-hmac.json`` (the key that chains the gateway's audit log).
+  ``audit-hmac.json`` (the key that chains the gateway's audit log) and ``content-key.json``
+  (the key sealing recorded content, for clients that have it recorded).
 
 Example::
 
@@ -74,7 +75,7 @@ SPECS = {
     "gateway": Spec(
         group="gateway", pki_role="gateway", service="citadel-gateway", user="citadel-gateway",
         secrets_dir=f"{SECRETS_ROOT}/gateway",
-        files=("tls.pem", "internal-api-key.json", "client-keys.json", "audit-hmac.json"),
+        files=("tls.pem", "internal-api-key.json", "client-keys.json", "audit-hmac.json", "content-key.json"),
         reload="systemctl try-reload-or-restart citadel-gateway.service",
     ),
 }
@@ -130,9 +131,9 @@ def client_keys_template(spec: Spec, kv_mount: str) -> str:
     return f'{{{{ with secret "{kv_mount}/data/gateway/client-keys" }}}}{{{{ .Data.data | toJSON }}}}{{{{ end }}}}\n'
 
 
-def audit_key_template(spec: Spec, kv_mount: str) -> str:
-    """The gateway's audit-log HMAC key (deploy.secrets.audit_key)."""
-    return f'{{{{ with secret "{kv_mount}/data/gateway/audit-hmac-key" }}}}{{{{ .Data.data | toJSON }}}}{{{{ end }}}}\n'
+def gateway_key_template(spec: Spec, kv_mount: str, path: str) -> str:
+    """One of the gateway's keys kept in KV as {"value": ...} (deploy.secrets.audit_key)."""
+    return f'{{{{ with secret "{kv_mount}/data/{path}" }}}}{{{{ .Data.data | toJSON }}}}{{{{ end }}}}\n'
 
 
 def templates(spec: Spec, kv_mount: str, pki_mount: str, host_name: str, address: str, ip: bool) -> dict[str, str]:
@@ -142,7 +143,8 @@ def templates(spec: Spec, kv_mount: str, pki_mount: str, host_name: str, address
         "internal-api-key.json": internal_key_template(spec, kv_mount),
         "client-keys.json": client_keys_template(spec, kv_mount),
         "vllm.env": vllm_key_template(spec, kv_mount),
-        "audit-hmac.json": audit_key_template(spec, kv_mount),
+        "audit-hmac.json": gateway_key_template(spec, kv_mount, "gateway/audit-hmac-key"),
+        "content-key.json": gateway_key_template(spec, kv_mount, "gateway/content-key"),
     }
     return {name: found[name] for name in spec.files}
 

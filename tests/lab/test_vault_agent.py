@@ -102,7 +102,8 @@ def test_rendered_files_have_their_service_owner_and_mode_and_hold_what_vault_ho
     vault_doc = internal_key.read_pair(store)
     for h in lab.hosts:
         for service, files in (("keyguard", ("tls.pem", "internal-api-key.json")),
-                               ("gateway", ("tls.pem", "internal-api-key.json", "client-keys.json", "audit-hmac.json"))):
+                               ("gateway", ("tls.pem", "internal-api-key.json", "client-keys.json", "audit-hmac.json",
+                                            "content-key.json"))):
             for name in files:
                 assert stat(env, h, f"/etc/citadel/secrets/{service}/{name}") == f"citadel-{service}:citadel-{service} 400"
             assert stat(env, h, f"/etc/citadel/secrets/{service}") == f"root:citadel-{service} 750"

@@ -204,3 +204,19 @@ def test_a_client_policy_naming_an_undeclared_model_is_refused_with_its_field():
     data["gateway"]["clients"]["radiology-reporting"]["phi"] = "maybe"
     with pytest.raises(InventoryError, match="phi"):
         parse_inventory(data, example)
+
+
+def test_recorded_content_opens_only_with_its_key_and_its_own_request_id():
+    from cryptography.exceptions import InvalidTag
+
+    from citadel_runtime.gateway.content import LIMIT, open_sealed, seal
+
+    key = bytes(range(32))
+    sealed = seal(key, "r1", b'{"prompt": "MRN 123456"}', b"x" * (LIMIT + 10))
+    opened = open_sealed(key, "r1", sealed)
+    assert opened["request"] == '{"prompt": "MRN 123456"}' and opened["truncated"] and len(opened["response"]) == LIMIT
+    assert "123456" not in json.dumps(sealed)
+    with pytest.raises(InvalidTag):
+        open_sealed(key, "r2", sealed)  # moved to another record
+    with pytest.raises(InvalidTag):
+        open_sealed(bytes(32), "r1", sealed)

@@ -24,7 +24,7 @@ def test_agent_config_takes_only_a_wrapped_secret_id_and_keeps_its_sink_private(
     assert hcl.count("try-restart 'citadel-vllm@*.service'") == 1
     assert "token" not in hcl.replace("/token", "")  # no token in the configuration
     gateway = agent_hcl(SPECS["gateway"], "https://vault.example.org:8200", "citadel", "citadel-pki")
-    assert gateway.count("template {") == 4 and "citadel-gateway" in gateway  # tls, internal keys, client keys, audit key
+    assert gateway.count("template {") == 5 and "citadel-gateway" in gateway  # tls, internal keys, client keys, audit key, content key
 
 
 def test_the_gpu_side_renders_hashes_and_certificates_follow_the_rotation_counter():

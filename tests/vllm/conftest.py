@@ -32,6 +32,7 @@ GATEWAY_CLIENTS = {
     "triage": {"models": [MODEL], "requests_per_minute": 5, "concurrent_requests": 2, "max_tokens": 8,
                "phi": "block"},
     "leaver": {"models": [MODEL], "max_tokens": 8},
+    "scribe": {"models": [MODEL], "max_tokens": 8, "phi": "off", "record_content": True},
     "no-models": {},
 }
 SOCKET = f"/run/citadel-vllm/{MODEL}/vllm.sock"

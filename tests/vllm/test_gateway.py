@@ -127,6 +127,28 @@ def test_limits_phi_guard_and_clear_errors(env, gw):
     assert on_host(env, "ss -Hltn 'sport = :9464'").stdout.split()[3].startswith("127.0.0.1:")
 
 
+def test_content_is_recorded_only_for_clients_that_opt_in_and_only_encrypted(env, gw, tmp_path):
+    said = {**CHAT, "messages": [{"role": "user", "content": "Patient Jane Roe, MRN 00424242, asks about her dose"}]}
+    status, headers, _ = call(gw, "POST", "/v1/chat/completions", gw["keys"]["scribe"], said)
+    assert status == 200
+    request_id = headers["x-request-id"]
+    lines = on_host(env, f"sudo cat {LOG}").stdout.splitlines()
+    record = next(json.loads(line) for line in lines if request_id in line)
+    assert record["content"]["alg"] == "AES-256-GCM" and "00424242" not in json.dumps(record)
+    assert all("content" not in json.loads(line) for line in lines if '"client":"ward"' in line)  # not opted in
+    copy = tmp_path / "audit.jsonl"
+    copy.write_text("\n".join(lines) + "\n")
+    code, out, err, _ = run_citadel("audit-log", "show", str(copy), "-i", str(env["inventory"]), "--request-id",
+                                    request_id, "--decrypt", token=env["token"])
+    assert code == 0, err
+    opened = json.loads(out.strip().splitlines()[-1])["content"]
+    assert "00424242" in opened["request"] and json.loads(opened["response"])["model"] == MODEL
+    # Without --decrypt it stays sealed.
+    code, out, _, _ = run_citadel("audit-log", "show", str(copy), "-i", str(env["inventory"]), "--request-id",
+                                  request_id, token=env["token"])
+    assert code == 0 and "00424242" not in out
+
+
 def verify(env, tmp_path, lines: list[str]) -> tuple[int, str]:
     copy = tmp_path / f"audit-{len(list(tmp_path.iterdir()))}.jsonl"
     copy.write_text("".join(line + "\n" for line in lines))
