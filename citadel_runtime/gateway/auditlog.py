@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 
 GENESIS = "0" * 64
@@ -63,10 +64,12 @@ def tail_state(path: str) -> tuple[int, str]:
     """(seq, mac) of the last complete line of an existing log, to continue its chain."""
     try:
         with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return 0, GENESIS  # not a file a chain can continue in
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
             handle.seek(max(0, size - 65536))
-            lines = handle.read().splitlines()
+            lines = handle.read(65536).splitlines()
     except FileNotFoundError:
         return 0, GENESIS
     for line in reversed(lines):

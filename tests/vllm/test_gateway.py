@@ -65,6 +65,8 @@ def test_a_chat_through_the_gateway_streamed_and_not_with_a_valid_key(env, gw):
     assert record["client"] == "ward" and record["status"] == 200 and record["model"] == MODEL
     assert record["completion_tokens"] and record["prompt_tokens"] and record["request_sha256"]
     assert "hello" not in json.dumps(record)  # digests, never the content
+    # The same line in the journal, for the SIEM.
+    assert request_id in on_host(env, "sudo journalctl -u citadel-gateway -o cat --no-pager").stdout
 
 
 def test_no_key_a_wrong_key_and_a_revoked_key_get_401(env, gw):
