@@ -116,4 +116,5 @@ def _resolve_paths(site: Inventory, base: Path) -> Inventory:
             host = host.model_copy(update={"ssh": host.ssh.model_copy(update=updates)})
         hosts[name] = host
     vault = site.vault.model_copy(update={"ca_file": fix(site.vault.ca_file)})
-    return site.model_copy(update={"ssh": ssh, "hosts": hosts, "vault": vault})
+    gateway = site.gateway.model_copy(update={"client_ca_file": fix(site.gateway.client_ca_file)})
+    return site.model_copy(update={"ssh": ssh, "hosts": hosts, "vault": vault, "gateway": gateway})

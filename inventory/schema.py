@@ -240,6 +240,10 @@ class ClientPolicy(Strict):
     record_content: bool = Field(
         False, description="keep request and response bodies in the audit record, encrypted with the content key "
         "from Vault (opt-in: by default the record holds digests only)")
+    client_certificate: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*$",
+        description="require mutual TLS: the subject CN of the certificate (signed by gateway.client_ca_file) this "
+        "client must present besides its key")
 
 
 class Gateway(Strict):
@@ -252,6 +256,9 @@ class Gateway(Strict):
         False, description="serve even when the audit record cannot be written (opt-in; default: refuse)")
     request_timeout_seconds: int = Field(120, ge=1, le=3600)
     admin_port: int = Field(9464, ge=1024, le=65535, description="Prometheus metrics, on loopback only")
+    client_ca_file: Path | None = Field(
+        None, description="PEM of the CA that signs client applications' certificates (the hospital's own), for "
+        "clients that set client_certificate")
 
 
 class Settings(Strict):
@@ -316,6 +323,9 @@ class Inventory(Strict):
             if host.models and "gpu" not in host.groups:
                 problems.append(f"hosts.{name}.models: only hosts in the 'gpu' group serve models")
         for client, policy in self.gateway.clients.items():
+            if policy.client_certificate and self.gateway.client_ca_file is None:
+                problems.append(f"gateway.clients.{client}.client_certificate: set gateway.client_ca_file, the CA "
+                                "that signs client certificates")
             for model in policy.models:
                 if model not in self.models:
                     problems.append(f"gateway.clients.{client}.models: model {model!r} is not declared under models:")

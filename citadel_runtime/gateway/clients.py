@@ -66,6 +66,7 @@ class Policy:
     max_body_bytes: int = 1 << 20
     phi: str = "detect"  # off | detect | redact | block
     record_content: bool = False  # bodies in the record, sealed with the content key
+    client_certificate: str | None = None  # mutual TLS: the subject CN the client must present
 
     @classmethod
     def from_dict(cls, data: dict) -> Policy:

@@ -57,7 +57,7 @@ DRAIN_LIMIT = 16 << 20  # a refused body up to this size is read and dropped bef
 # The refusals' reasons as metric labels: a fixed set, whatever the message's details.
 REFUSAL_CODES = (
     ("path trick", "path_trick"), ("route not allowed", "route_not_allowed"), ("method ", "method_not_allowed"),
-    ("a valid client", "unauthenticated"), ("no policy", "no_policy"), ("audit log", "audit_log_unavailable"),
+    ("a valid client", "unauthenticated"), ("this client must present", "client_certificate"), ("no policy", "no_policy"), ("audit log", "audit_log_unavailable"),
     ("body larger", "body_too_large"), ("request body not", "body_timeout"), ("rate limit", "rate_limit"),
     ("concurrency limit", "concurrency_limit"), ("model not allowed", "model_not_allowed"),
     ("max_tokens", "max_tokens"), ("protected health", "phi_blocked"), ("model not served", "model_not_served"),
@@ -70,14 +70,28 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def tls_context(path: str) -> ssl.SSLContext:
+def tls_context(path: str, client_ca: str | None = None) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(CIPHERS)  # TLS 1.2: forward secrecy and AEAD only; TLS 1.3's are all fine
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     context.set_alpn_protocols(["http/1.1"])
     context.load_cert_chain(path)
+    if client_ca:
+        # Asked for, checked against the CA when given, required per client (Gateway.exchange).
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+def peer_common_name(writer) -> str | None:
+    """The subject CN of the client's verified certificate, if it presented one."""
+    cert = writer.get_extra_info("peercert") or {}
+    for rdn in cert.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return value
+    return None
 
 
 def upstream_keys(spec: dict) -> list[str]:
@@ -112,7 +126,7 @@ class Gateway:
         if client_tls:
             client_tls.minimum_version = ssl.TLSVersion.TLSv1_2
         self.pools = {model: Pool(Address.parse(a), client_tls) for model, a in (config.get("upstreams") or {}).items()}
-        self.tls = tls_context(config["tls"])
+        self.tls = tls_context(config["tls"], config.get("client_ca"))
         recorders = sorted(name for name, policy in self.policies.items() if policy.record_content)
         # Content is recorded only sealed: a client that asks for it without a key stops the start.
         self.content_key = content.read_key(config["content_key"]) if recorders else None
@@ -134,7 +148,7 @@ class Gateway:
 
     def reload(self, why: str) -> None:
         try:
-            tls = tls_context(self.config["tls"])
+            tls = tls_context(self.config["tls"], self.config.get("client_ca"))
             keys = KeyTable.load(self.config["client_keys"])
             upstream = upstream_keys(self.config["upstream_key"])
         except (OSError, ValueError, KeyError, ssl.SSLError) as exc:
@@ -155,7 +169,7 @@ class Gateway:
         ssl_object.context = self.tls  # each handshake uses the certificate in force now
 
     def server_context(self) -> ssl.SSLContext:
-        context = tls_context(self.config["tls"])
+        context = tls_context(self.config["tls"], self.config.get("client_ca"))
         context.sni_callback = self.sni
         return context
 
@@ -253,6 +267,11 @@ class Gateway:
         if policy is None:
             return await self.refuse(writer, rec, started, 403, "no policy for this client in the inventory",
                                      close=unread, reader=reader, unread=head.content_length)
+        if policy.client_certificate:
+            rec["client_cert"] = peer_common_name(writer)
+            if rec["client_cert"] != policy.client_certificate:
+                return await self.refuse(writer, rec, started, 403, "this client must present its certificate "
+                                         "(mutual TLS)", close=unread, reader=reader, unread=head.content_length)
         if policy.record_content:
             rec["_capture"] = {"request": b"", "response": b""}
         if not self.audit.may_serve():

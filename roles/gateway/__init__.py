@@ -38,6 +38,7 @@ KEYGUARD_PORT = 8443  # roles.keyguard.PORT
 CONFIG_DIR = "/etc/citadel/gateway"
 CONFIG = f"{CONFIG_DIR}/gateway.json"
 AUDIT_LOG = "/var/log/citadel-gateway/audit.jsonl"
+CLIENT_CA = f"{CONFIG_DIR}/client-ca.pem"  # gateway.client_ca_file, for mutual TLS
 SECRETS = f"{SECRETS_ROOT}/gateway"
 MODULES = ("__init__.py", "keydoc.py", "uds.py", *(f"gateway/{m}" for m in (
     "__init__.py", "auditlog.py", "clients.py", "content.py", "http1.py", "inspect.py", "metrics.py", "phi.py", "routes.py",
@@ -73,6 +74,7 @@ def gateway_config(site) -> dict:
         "upstream_key": {"kind": "keydoc", "path": f"{SECRETS}/internal-api-key.json"},
         "request_timeout": gateway.request_timeout_seconds,
         "clients": {name: policy.model_dump() for name, policy in sorted(gateway.clients.items())},
+        **({"client_ca": CLIENT_CA} if gateway.client_ca_file else {}),
     }
 
 
@@ -87,11 +89,15 @@ def apply() -> None:
         apt.packages(name="python3-cryptography (sealing recorded content)", packages=["python3-cryptography"])
     code = install_runtime(MODULES)
     files.directory(name=f"{CONFIG_DIR}", path=CONFIG_DIR, user="root", group="citadel-gateway", mode="0750")
+    client_ca = []
+    if site.gateway.client_ca_file:
+        client_ca.append(files.put(name="CA of client certificates (mutual TLS)", src=str(site.gateway.client_ca_file),
+                                   dest=CLIENT_CA, user="root", group="citadel-gateway", mode="0644"))
     config = files.put(name=f"Configuration {CONFIG}", src=io.StringIO(json.dumps(gateway_config(site), indent=2) + "\n"),
                        dest=CONFIG, user="root", group="citadel-gateway", mode="0640")
     unit = files.put(name=f"Unit {UNIT}", src=str(Path(__file__).parent / "files" / UNIT),
                      dest=f"/etc/systemd/system/{UNIT}", user="root", group="root", mode="0644")
-    changed = any(op._maybe_is_change for op in [*code, config, unit])  # noqa: SLF001 - pyinfra's own prediction
+    changed = any(op._maybe_is_change for op in [*code, *client_ca, config, unit])  # noqa: SLF001 - pyinfra's own prediction
     systemd.service(name="citadel-gateway running and enabled", service=UNIT, running=True, enabled=True,
                     restarted=changed, daemon_reload=unit._maybe_is_change)  # noqa: SLF001
 

@@ -220,3 +220,26 @@ def test_recorded_content_opens_only_with_its_key_and_its_own_request_id():
         open_sealed(key, "r2", sealed)  # moved to another record
     with pytest.raises(InvalidTag):
         open_sealed(bytes(32), "r1", sealed)
+
+
+def test_mutual_tls_needs_the_clients_ca_and_the_role_installs_it(tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    from inventory.loader import InventoryError, load_inventory, parse_inventory
+    from roles.gateway import CLIENT_CA, gateway_config
+
+    example = Path(__file__).resolve().parents[2] / "inventory" / "example-hospital.yaml"
+    data = yaml.safe_load(example.read_text())
+    data["gateway"]["clients"]["radiology-reporting"]["client_certificate"] = "radiology-app"
+    with pytest.raises(InventoryError, match="client_certificate: set gateway.client_ca_file"):
+        parse_inventory(data, example)
+    data["gateway"]["client_ca_file"] = "apps-ca.pem"  # relative to the inventory file
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(data))
+    site = load_inventory(site_file)
+    assert site.gateway.client_ca_file == tmp_path / "apps-ca.pem"
+    config = gateway_config(site)
+    assert config["client_ca"] == CLIENT_CA
+    assert config["clients"]["radiology-reporting"]["client_certificate"] == "radiology-app"

@@ -31,20 +31,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def gateway(tmp_path, request):
+def start_gateway(tmp_path: Path, keys: dict[str, str], policies: dict, **config) -> tuple:
+    """The gateway as a host runs it, with a certificate made here: (process, port, admin port, TLS paths)."""
     tls = write_tls(tmp_path / "tls")
     (tmp_path / "tls.pem").write_bytes(tls.key_file.read_bytes() + tls.cert_file.read_bytes())
-    (tmp_path / "clients.json").write_text(json.dumps({"clients": {"ward": {"current": {"version": 1, "sha256": digest("ck_w")}}}}))
+    (tmp_path / "clients.json").write_text(json.dumps({"clients": {
+        name: {"current": {"version": 1, "sha256": digest(key)}} for name, key in keys.items()}}))
     (tmp_path / "audit.json").write_text(json.dumps({"value": "a" * 64}))
     (tmp_path / "keys.json").write_text(json.dumps({"current": {"version": 1, "value": "ik_x"}}))
     port, admin = free_port(), free_port()
     config = {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}", "tls": str(tmp_path / "tls.pem"),
               "client_keys": str(tmp_path / "clients.json"), "audit_key": str(tmp_path / "audit.json"),
-              "audit_log": getattr(request, "param", str(tmp_path / "audit.jsonl")), "journal": False,
+              "audit_log": str(tmp_path / "audit.jsonl"), "journal": False,
               "upstreams": {"tiny": f"https://127.0.0.1:{free_port()}"},  # nothing listens there
-              "upstream_key": {"kind": "keydoc", "path": str(tmp_path / "keys.json")},
-              "clients": {"ward": {"models": ["tiny"], "max_tokens": 8}}}
+              "upstream_key": {"kind": "keydoc", "path": str(tmp_path / "keys.json")}, "clients": policies, **config}
     (tmp_path / "gateway.json").write_text(json.dumps(config))
     process = subprocess.Popen([sys.executable, "-m", "citadel_runtime.gateway.server", "--config",
                                 str(tmp_path / "gateway.json")], cwd=REPO, stderr=subprocess.PIPE, text=True)
@@ -52,10 +52,17 @@ def gateway(tmp_path, request):
     while True:
         try:
             socket.create_connection(("127.0.0.1", admin), timeout=1).close()
-            break
+            return process, port, admin, tls
         except OSError:
             assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
             time.sleep(0.1)
+
+
+@pytest.fixture
+def gateway(tmp_path, request):
+    extra = {"audit_log": request.param} if hasattr(request, "param") else {}
+    process, port, admin, tls = start_gateway(tmp_path, {"ward": "ck_w"}, {"ward": {"models": ["tiny"], "max_tokens": 8}},
+                                              **extra)
     context = ssl.create_default_context(cafile=str(tls.ca_file))
 
     def call(method, path, key=None, body=None):
@@ -103,3 +110,62 @@ def test_when_the_record_cannot_be_written_the_gateway_refuses_to_serve(gateway)
     assert status == 503 and "audit log unavailable" in body["error"]["message"]
     assert admin_get("/health")[0] == 503
     assert "citadel_gateway_audit_log_healthy 0" in admin_get("/metrics")[1]
+
+
+def client_certificate(tmp_path: Path, common_name: str) -> tuple[Path, Path]:
+    """A CA of client applications and one client certificate it signs: (ca.pem, client bundle)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Hospital applications CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    (tmp_path / "client-ca.pem").write_bytes(ca.public_bytes(pem))
+    (tmp_path / "client.pem").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()) + cert.public_bytes(pem))
+    return tmp_path / "client-ca.pem", tmp_path / "client.pem"
+
+
+def test_a_client_that_requires_mutual_tls_is_refused_without_its_certificate(tmp_path):
+    ca, bundle = client_certificate(tmp_path, "radiology-app")
+    (tmp_path / "other").mkdir()
+    _, other = client_certificate(tmp_path / "other", "radiology-app")
+    process, port, _, tls = start_gateway(
+        tmp_path, {"radiology": "ck_r", "ward": "ck_w"},
+        {"radiology": {"models": [], "client_certificate": "radiology-app"}, "ward": {"models": []}}, client_ca=str(ca))
+    try:
+        def status(key, cert=None):
+            context = ssl.create_default_context(cafile=str(tls.ca_file))
+            if cert:
+                context.load_cert_chain(str(cert))
+            connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+            try:
+                connection.request("GET", "/v1/models", headers={"Authorization": f"Bearer {key}"})
+                return connection.getresponse().status
+            except (ssl.SSLError, ConnectionError):
+                return "handshake refused"
+            finally:
+                connection.close()
+
+        assert status("ck_r") == 403  # its key alone is not enough
+        assert status("ck_r", bundle) == 503  # key and certificate: through to (no) model server
+        assert status("ck_r", other) == "handshake refused"  # same name, signed by another CA
+        assert status("ck_w") == 503  # a client without the requirement needs no certificate
+        records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        assert [r.get("client_cert") for r in records if r["client"] == "radiology"][:2] == [None, "radiology-app"]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
