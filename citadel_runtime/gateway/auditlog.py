@@ -55,9 +55,11 @@ class Chain:
     def seal(self, record: dict) -> str:
         """The record as its line (without the newline), chained; advances the chain."""
         record = {**record, "seq": self.seq + 1, "prev": self.last}
-        record["mac"] = mac(self.key, record)
-        self.seq, self.last = record["seq"], record["mac"]
-        return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        body = canonical(record)
+        sealed = hmac.new(self.key, body, hashlib.sha256).hexdigest()
+        self.seq, self.last = record["seq"], sealed
+        # One serialisation: the canonical form with the MAC appended as the last field.
+        return body[:-1].decode() + f',"mac":"{sealed}"}}'
 
 
 def tail_state(path: str) -> tuple[int, str]:

@@ -43,7 +43,7 @@ import time
 from citadel_runtime.gateway import content, phi
 from citadel_runtime.gateway.auditlog import Writer
 from citadel_runtime.gateway.clients import KeyTable, Limits, Policy, requested_tokens
-from citadel_runtime.gateway.http1 import LAST_CHUNK, MAX_HEAD, Head, HttpError, chunk, read_head, response_head
+from citadel_runtime.gateway.http1 import LAST_CHUNK, MAX_HEAD, Head, HttpError, chunk, read_head, response_head, within
 from citadel_runtime.gateway.metrics import Metrics
 from citadel_runtime.gateway.routes import classify
 from citadel_runtime.gateway.upstream import Address, Pool, UpstreamError
@@ -239,7 +239,7 @@ class Gateway:
             # with unread data resets the connection, and the client may lose our answer.
             try:
                 while unread > 0:
-                    data = await asyncio.wait_for(reader.read(min(unread, 65536)), 5)
+                    data = await within(reader.read(min(unread, 65536)), 5)
                     if not data:
                         break
                     unread -= len(data)
@@ -281,7 +281,7 @@ class Gateway:
             return await self.refuse(writer, rec, started, 413, f"body larger than {policy.max_body_bytes} bytes",
                                      close=True, reader=reader, unread=head.content_length)
         try:
-            raw = await asyncio.wait_for(reader.readexactly(head.content_length), BODY_SECONDS) if unread else b""
+            raw = await within(reader.readexactly(head.content_length), BODY_SECONDS) if unread else b""
         except asyncio.TimeoutError:
             return await self.refuse(writer, rec, started, 408, "request body not received in time", close=True)
         rec["request_sha256"] = hashlib.sha256(raw).hexdigest()

@@ -17,6 +17,8 @@ import asyncio
 import ssl
 from dataclasses import dataclass
 
+from citadel_runtime.gateway.http1 import within
+
 MAX_HEAD = 64 * 1024
 
 
@@ -63,24 +65,24 @@ class Response:
         try:
             if self.chunked:
                 while True:
-                    size_line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), timeout)
+                    size_line = await within(self.reader.readuntil(b"\r\n"), timeout)
                     size = int(size_line.split(b";")[0].strip(), 16)
                     if size == 0:
-                        while (await asyncio.wait_for(self.reader.readuntil(b"\r\n"), timeout)) != b"\r\n":
+                        while (await within(self.reader.readuntil(b"\r\n"), timeout)) != b"\r\n":
                             pass
                         break
-                    data = await asyncio.wait_for(self.reader.readexactly(size + 2), timeout)
+                    data = await within(self.reader.readexactly(size + 2), timeout)
                     yield data[:-2]
             elif self.length is not None:
                 left = self.length
                 while left:
-                    data = await asyncio.wait_for(self.reader.read(min(left, 65536)), timeout)
+                    data = await within(self.reader.read(min(left, 65536)), timeout)
                     if not data:
                         raise asyncio.IncompleteReadError(b"", left)
                     left -= len(data)
                     yield data
             else:
-                while data := await asyncio.wait_for(self.reader.read(65536), timeout):
+                while data := await within(self.reader.read(65536), timeout):
                     yield data
         except asyncio.TimeoutError:
             self.close()
@@ -123,9 +125,9 @@ class Pool:
         a = self.address
         try:
             if a.scheme == "unix":
-                return await asyncio.wait_for(asyncio.open_unix_connection(a.path, limit=MAX_HEAD), timeout)
+                return await within(asyncio.open_unix_connection(a.path, limit=MAX_HEAD), timeout)
             tls = self.tls if a.scheme == "https" else None
-            return await asyncio.wait_for(
+            return await within(
                 asyncio.open_connection(a.host, a.port, ssl=tls, server_hostname=a.host if tls else None, limit=MAX_HEAD),
                 timeout)
         except asyncio.TimeoutError:
@@ -151,7 +153,7 @@ class Pool:
             try:
                 writer.write(data)
                 await writer.drain()
-                raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+                raw = await within(reader.readuntil(b"\r\n\r\n"), timeout)
             except asyncio.TimeoutError:
                 writer.close()
                 raise UpstreamError("timeout", "the model server did not answer in time") from None
