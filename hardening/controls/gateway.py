@@ -11,8 +11,9 @@ from __future__ import annotations
 from hardening.checks import Command
 from hardening.model import Control, References
 from roles.gateway import AUDIT_LOG, CONFIG, UNIT
+from roles.ops.runtime import RUN_MODULE
 
-RUNTIME = "PYTHONPATH=/usr/local/lib/citadel/runtime PYTHONDONTWRITEBYTECODE=1 python3 -m"
+RUNTIME = RUN_MODULE
 INSTALLED = f"[ -e {CONFIG} ] || {{ echo 'no gateway on this host'; exit 0; }}; "
 INSPECT = f"{INSTALLED}{RUNTIME} citadel_runtime.gateway.inspect"
 MONITORING = ["164.312(b)"]

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from hardening.checks import Command
 from hardening.model import Control, References
+from roles.ops.runtime import RUN_MODULE
 from roles.model_store.paths import CONFIG_DIR as MODEL_CONFIG_DIR
 from roles.vllm.paths import CONF_DIR, PROBE_CONFIG, UNIT
 
-RUNTIME = "PYTHONPATH=/usr/local/lib/citadel/runtime PYTHONDONTWRITEBYTECODE=1 python3 -m"
+RUNTIME = RUN_MODULE
 # Hosts without the vllm role (gateways, GPU hosts serving nothing) pass, unless a model is
 # set up to be unsealed there: then its server is missing.
 INSTALLED = (

@@ -17,6 +17,8 @@ from pyinfra.operations import files
 import citadel_runtime
 
 RUNTIME_DIR = "/usr/local/lib/citadel/runtime"
+# How a check runs one of those modules on a host: `f"{RUN_MODULE} citadel_runtime.NAME"`.
+RUN_MODULE = f"PYTHONPATH={RUNTIME_DIR} PYTHONDONTWRITEBYTECODE=1 python3 -m"
 
 
 def install_runtime(modules: tuple[str, ...]) -> list:

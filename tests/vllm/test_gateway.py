@@ -145,6 +145,13 @@ def test_content_is_recorded_only_for_clients_that_opt_in_and_only_encrypted(env
     assert code == 0, err
     opened = json.loads(out.strip().splitlines()[-1])["content"]
     assert "00424242" in opened["request"] and json.loads(opened["response"])["model"] == MODEL
+    # A sealed body that was edited does not open: exit 1, and the record says so.
+    record["content"]["data"] = ("A" if record["content"]["data"][0] != "A" else "B") + record["content"]["data"][1:]
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text(json.dumps(record) + "\n")
+    code, out, _, _ = run_citadel("audit-log", "show", str(edited), "-i", str(env["inventory"]), "--decrypt",
+                                  token=env["token"])
+    assert code == 1 and "cannot be opened" in out and "00424242" not in out
     # Without --decrypt it stays sealed.
     code, out, _, _ = run_citadel("audit-log", "show", str(copy), "-i", str(env["inventory"]), "--request-id",
                                   request_id, token=env["token"])
@@ -173,6 +180,12 @@ def test_audit_log_verify_passes_on_the_real_log_and_fails_on_tampered_copies(en
                                ("swapped", swapped, "line 10: seq 11 where 10 was expected")):
         code, text = verify(env, tmp_path, copy)
         assert code == 1 and expect in text, (name, text)
+    # Lines cut off the end keep a valid chain: only the gateway's own count shows them.
+    copy = tmp_path / "cut.jsonl"
+    copy.write_text("".join(line + "\n" for line in lines[:-3]))
+    code, out, err, _ = run_citadel("audit-log", "verify", str(copy), "-i", str(env["inventory"]), "--expect-records",
+                                    str(len(lines)), token=env["token"])
+    assert code == 1 and "lines missing at the end" in out + err, out + err
     key = audit_key.read(env["store"]).reveal()
     assert key not in text and all(key not in line for line in lines)
 
