@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from citadel_runtime.sealed_sign import (
@@ -225,7 +226,8 @@ _worker: dict = {}
 
 
 def _init_worker(data_key: bytes, abort) -> None:
-    _worker["aes"] = AESGCM(data_key)
+    _worker["aes"] = AESGCM(data_key)  # sealing
+    _worker["key"] = data_key  # unsealing (_decrypt_into)
     _worker["abort"] = abort
 
 
@@ -293,11 +295,45 @@ def _open_file(sealed: str, entry: FileEntry, expected: int) -> int:
     return fd
 
 
+def _read_into(fd: int, view: memoryview) -> int:
+    """Fill `view` from `fd`; how many bytes were read (fewer only at the end of the file).
+
+    Through the page cache: O_DIRECT with a reader thread one record ahead was measured
+    and lost (bench/unseal_bench.py, 2 GiB: 0.46x warm, 0.98x cold).
+    """
+    done = 0
+    while done < len(view):
+        got = os.readv(fd, [view[done:]])
+        if not got:
+            break
+        done += got
+    return done
+
+
+def _decrypt_into(key: bytes, record: memoryview, out: bytearray, associated: bytes) -> int:
+    """Decrypt one chunk record ``nonce | ciphertext | tag`` into `out`; the plaintext's length.
+
+    Raises InvalidTag. `out` holds at least ``len(record)`` bytes and is reused for every
+    chunk: ``AESGCM.decrypt`` allocates and copies each chunk several times (measured with
+    Debian's python3-cryptography 38 on a GPU host's interpreter: 0.73 GB/s, against
+    4.1 GB/s for the same OpenSSL call through ``update_into``). The caller uses the
+    plaintext only after ``finalize`` has checked the tag.
+    """
+    decryptor = Cipher(algorithms.AES(key), modes.GCM(bytes(record[:NONCE_SIZE]), bytes(record[-TAG_SIZE:]))).decryptor()
+    decryptor.authenticate_additional_data(associated)
+    length = decryptor.update_into(record[NONCE_SIZE:-TAG_SIZE], out)
+    decryptor.finalize()
+    return length
+
+
 def _unseal_file(sealed: str, target: str | None, entry: FileEntry, chunk_size: int, chunks: int,
                  expected: int, seal_id: bytes) -> None:
     """Decrypt and check one file; write it to `target` (mode 0400) unless None (verify only)."""
-    aes, digest = _worker["aes"], hashlib.sha256()
+    key, digest = _worker["key"], hashlib.sha256()
     fd = _open_file(sealed, entry, expected)
+    # Two buffers for the whole file: a record read in, its plaintext decrypted out.
+    record, plain = bytearray(chunk_size + OVERHEAD), bytearray(chunk_size + OVERHEAD)
+    record_view, plain_view = memoryview(record), memoryview(plain)
     out = None
     try:
         if target is not None:
@@ -308,19 +344,21 @@ def _unseal_file(sealed: str, target: str | None, entry: FileEntry, chunk_size: 
         for index in range(chunks):
             if _aborted():
                 raise SealError("stopped: another file failed")
-            plain_len = min(chunk_size, entry.size - index * chunk_size)
-            record = _read_full(fd, plain_len + OVERHEAD)
+            wanted = min(chunk_size, entry.size - index * chunk_size) + OVERHEAD
+            got = _read_into(fd, record_view[:wanted])
             last = index == chunks - 1
             try:
-                plain = aes.decrypt(record[:NONCE_SIZE], record[NONCE_SIZE:], aad(seal_id, file_id, index, last))
+                if got != wanted:
+                    raise InvalidTag  # the size was checked on open: the file changed while read
+                length = _decrypt_into(key, record_view[:wanted], plain, aad(seal_id, file_id, index, last))
             except InvalidTag:
                 raise SealError(
                     f"file {entry.path}: chunk {index} of {chunks} in {FILES_DIR}/{entry.sealed} failed authentication "
                     "(tampered, reordered, truncated, moved from another file, or a wrong data key)"
                 ) from None
-            digest.update(plain)
+            view = plain_view[:length]
+            digest.update(view)
             if out is not None:
-                view = memoryview(plain)
                 while view:
                     view = view[os.write(out, view):]
         if digest.hexdigest() != entry.sha256:
