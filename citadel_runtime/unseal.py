@@ -47,19 +47,25 @@ class UnsealError(Exception):
     """A refusal, worded for the journal; never carries a secret."""
 
 
-def load_config(name: str, config_dir: Path = CONFIG_DIR) -> dict:
-    path = config_dir / f"{name}.json"
+def read_settings(path: Path, required: set[str], role: str, error: type[Exception] = UnsealError,
+                  what: str = "") -> dict:
+    """The JSON object a role left at `path`, with every `required` key; else `error` saying what is wrong."""
     try:
-        config = json.loads(path.read_text())
+        settings = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UnsealError(f"model {name}: no {path} (deploy the model-store role)") from None
+        raise error(f"{what}no {path} (deploy the {role} role)") from None
     except (OSError, ValueError) as exc:
-        raise UnsealError(f"model {name}: {path} unreadable ({type(exc).__name__})") from None
-    missing = {"model", "sealed_dir", "mount", "user", "vault_address", "vault_ca", "token_file", "transit_mount",
-               "public_keys"} - set(config)
+        raise error(f"{what}{path} unreadable ({type(exc).__name__})") from None
+    missing = required - set(settings) if isinstance(settings, dict) else required
     if missing:
-        raise UnsealError(f"model {name}: {path} lacks {', '.join(sorted(missing))}")
-    return config
+        raise error(f"{what}{path} lacks {', '.join(sorted(missing))}")
+    return settings
+
+
+def load_config(name: str, config_dir: Path = CONFIG_DIR) -> dict:
+    return read_settings(config_dir / f"{name}.json", {"model", "sealed_dir", "mount", "user", "vault_address",
+                                                        "vault_ca", "token_file", "transit_mount", "public_keys"},
+                         "model-store", what=f"model {name}: ")
 
 
 def _token(path: Path, wait: float) -> str:

@@ -508,8 +508,8 @@ def vault_bootstrap(
     """Set up exactly what Citadel needs on a Vault or OpenBao server, idempotently.
 
     Manages, with names from the inventory's `vault` block: a KV v2 mount; a transit mount
-    with keys `model-data` (aes256-gcm96), `model-signing` (ecdsa-p256) and `audit-chain`
-    (hmac), none exportable or deletable; a PKI mount with an internal root CA and roles
+    with keys `model-data` (aes256-gcm96), `model-signing` (ecdsa-p256), `audit-chain`
+    (hmac) and `store-volume` (aes256-gcm96, LUKS volume keys), none exportable or deletable; a PKI mount with an internal root CA and roles
     `host` and `gateway` for short-lived certificates of the inventory's own names; an
     AppRole auth mount with roles `citadel-gpu` and `citadel-gateway`, bound to their hosts'
     addresses and to the policies in deploy/vault/policies/. Each item is reported as

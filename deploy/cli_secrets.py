@@ -207,7 +207,7 @@ def secrets_rotate(
     kind: Annotated[Kind, typer.Argument(help="What to rotate.", case_sensitive=False)],
     name: Annotated[
         Optional[str],
-        typer.Argument(help="client-key: the client; transit-key: the key (model-data, model-signing, audit-chain); "
+        typer.Argument(help="client-key: the client; transit-key: the key (model-data, model-signing, audit-chain, store-volume); "
                        "approle-secret-id, tls-cert: the group (gpu, gateway).", show_default=False),
     ] = None,
     inventory: InventoryOption = ...,
@@ -233,7 +233,8 @@ def secrets_rotate(
       works until --finish or the grace expiry.
     * `transit-key NAME`: rotates the transit key; for model-data every stored model data
       key is rewrapped, and --finish raises min_decryption_version so old ciphertexts are
-      refused. model-signing and audit-chain keep old versions for verification.
+      refused. model-signing and audit-chain keep old versions for verification;
+      store-volume keeps them so the hosts' wrapped LUKS volume keys still open.
     * `approle-secret-id GROUP`: every host of the group gets a new secret-id, delivered
       by the vault-agent role over SSH (response-wrapped, bound to the host's address);
       --finish destroys all others of the role (the previous ones, and any orphaned or

@@ -260,6 +260,8 @@ class Command(_Check):
     kind: Literal["command"] = "command"
     command: str
     expect_output: str | None = Field(None, description="regex the output must match (else exit 0 decides)")
+    not_applicable_output: str | None = Field(
+        None, description="regex: output matching it means the control does not apply to this host")
     describe: str = Field(description="what a pass means, for the evidence line")
 
     def script(self) -> str:
@@ -267,6 +269,8 @@ class Command(_Check):
 
     def evaluate(self, evidence: str, exit_code: int) -> Verdict:
         shown = " ".join(evidence.split())[:300]
+        if self.not_applicable_output is not None and re.search(self.not_applicable_output, evidence, re.MULTILINE):
+            return Verdict("notapplicable", shown)
         if self.expect_output is not None:
             ok = re.search(self.expect_output, evidence, re.MULTILINE) is not None
         else:

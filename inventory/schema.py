@@ -133,12 +133,55 @@ class GPUs(Strict):
         return self
 
 
+SIZE_UNITS = {"M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MIN_VOLUME_BYTES = 64 << 20  # LUKS2's 16 MiB header, then room for an ext4 filesystem
+
+
+class StoreVolume(Strict):
+    """The sealed model store on a LUKS2 volume (roles/store_volume): a device, or a file-backed image.
+
+    Example::
+
+        model_store: {luks: {device: /dev/disk/by-id/nvme-SPARE}}   # a dedicated disk, formatted once
+        model_store: {luks: {image_size: 200G}}                     # /var/lib/citadel/store-volume.img
+    """
+
+    device: str | None = Field(
+        None, max_length=200, pattern=r"^/dev/[A-Za-z0-9][A-Za-z0-9/_.:+@-]*$",
+        description="a spare block device (prefer /dev/disk/by-id/...); formatted only if it holds no signature")
+    image_size: str | None = Field(
+        None, pattern=r"^[1-9][0-9]{0,6}[MGT]$", description="size of a file-backed image instead, e.g. '200G'")
+
+    @model_validator(mode="after")
+    def _one_backing(self) -> StoreVolume:
+        if (self.device is None) == (self.image_size is None):
+            raise ValueError("give either device (a spare block device) or image_size (a file-backed image), not "
+                             f"{'both' if self.device else 'neither'}")
+        if self.device and ".." in self.device.split("/"):
+            raise ValueError(f"device {self.device!r}: no '..' in a device path")
+        if self.image_size and self.image_bytes < MIN_VOLUME_BYTES:
+            raise ValueError(f"image_size {self.image_size} is below the 64M a LUKS2 header and a filesystem need")
+        return self
+
+    @property
+    def image_bytes(self) -> int | None:
+        return int(self.image_size[:-1]) * SIZE_UNITS[self.image_size[-1]] if self.image_size else None
+
+
+class HostModelStore(Strict):
+    """How a GPU host keeps its sealed models on disk. Default: a directory of the root filesystem."""
+
+    luks: StoreVolume | None = Field(
+        None, description="an extra layer: the store on a LUKS2 volume whose key Vault wraps (opt-in)")
+
+
 class Host(Strict):
     address: Address
     groups: list[GroupName] = Field(min_length=1)
     ssh: SSHSettings | None = None
     gpus: GPUs = GPUs()
     models: list[Name] = Field(default_factory=list, description="names of sealed models it serves")
+    model_store: HostModelStore = HostModelStore()
     description: str | None = Field(None, max_length=200)
 
     @field_validator("groups")
@@ -322,6 +365,8 @@ class Inventory(Strict):
                     problems.append(f"hosts.{name}.models: model {model!r} is not declared under models:")
             if host.models and "gpu" not in host.groups:
                 problems.append(f"hosts.{name}.models: only hosts in the 'gpu' group serve models")
+            if host.model_store.luks is not None and "gpu" not in host.groups:
+                problems.append(f"hosts.{name}.model_store.luks: only hosts in the 'gpu' group keep a model store")
         for client, policy in self.gateway.clients.items():
             if policy.client_certificate and self.gateway.client_ca_file is None:
                 problems.append(f"gateway.clients.{client}.client_certificate: set gateway.client_ca_file, the CA "

@@ -24,7 +24,7 @@ class Role:
 
 def registry() -> dict[str, Role]:
     """All roles, in the order a full deploy applies them."""
-    from roles import base, gateway, hardening, keyguard, model_store, vault_agent, vllm
+    from roles import base, gateway, hardening, keyguard, model_store, store_volume, vault_agent, vllm
 
-    roles = [base.ROLE, hardening.ROLE, vault_agent.ROLE, model_store.ROLE, vllm.ROLE, keyguard.ROLE, gateway.ROLE]
+    roles = [base.ROLE, hardening.ROLE, vault_agent.ROLE, store_volume.ROLE, model_store.ROLE, vllm.ROLE, keyguard.ROLE, gateway.ROLE]
     return {role.name: role for role in roles}

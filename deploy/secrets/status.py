@@ -31,7 +31,8 @@ GROUPS_OF = {
     "tls-ca": ("gpu", "gateway"),
     "tls-cert": ("gpu", "gateway"),
 }
-TRANSIT_GROUPS = {"model-data": ("gpu",), "model-signing": ("gpu",), "audit-chain": ("gateway",)}
+TRANSIT_GROUPS = {"model-data": ("gpu",), "model-signing": ("gpu",), "audit-chain": ("gateway",),
+                  "store-volume": ("gpu",)}
 
 
 def _age_days(created: dt.datetime | None, when: dt.datetime) -> float | None:

@@ -3,12 +3,13 @@
 What it manages (names from the inventory's ``vault`` block), and nothing else:
 
 - a KV v2 mount (``kv_mount``) for the hosts' secrets, one prefix per group;
-- a transit mount (``transit_mount``) with three keys, none exportable, none deletable,
+- a transit mount (``transit_mount``) with four keys, none exportable, none deletable,
   none backed up in plaintext, rotated every ``settings.transit_key_max_age_days``:
   ``model-data`` (aes256-gcm96: wraps model data keys), ``model-signing`` (ecdsa-p256:
   signs model manifests; only its public key ever leaves Vault) and ``audit-chain``
   (type ``hmac``: the gateway's audit-log chain; an HMAC-only key cannot be used to encrypt
-  or sign anything else, so a leak of its purpose stays contained);
+  or sign anything else, so a leak of its purpose stays contained) and ``store-volume``
+  (aes256-gcm96: wraps the keys of GPU hosts' optional LUKS2 model store volumes);
 - a PKI mount (``pki_mount``) with an internal root CA, made once, and roles ``host`` and
   ``gateway`` issuing short-lived certificates only for the inventory's own names;
 - an AppRole auth mount (``approle``) and one role per host group, ``citadel-gpu`` and
@@ -51,6 +52,7 @@ TRANSIT_KEYS = {
     "model-data": "aes256-gcm96",
     "model-signing": "ecdsa-p256",
     "audit-chain": "hmac",
+    "store-volume": "aes256-gcm96",
 }
 
 STATUSES = ("created", "updated", "unchanged")

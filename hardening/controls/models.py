@@ -2,7 +2,8 @@
 
 The models a host serves are those with unseal settings in ``/etc/citadel/models/NAME.json``
 (written by the model-store role from the inventory); a host with none passes. Fixed by the
-model-store role (roles/model_store), whose paths these checks share.
+model-store role (roles/model_store), whose paths these checks share; the optional LUKS2
+volume under the store by the store-volume role (roles/store_volume).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from hardening.checks import Command
 from hardening.model import Control, References
 from roles.model_store.paths import CONFIG_DIR, HOST_STORE as STORE, MODEL_USER, MOUNT_ROOT
+from roles.model_store.paths import VOLUME_MAPPER, VOLUME_SETTINGS
 
 RUNTIME_DIR = "/usr/local/lib/citadel/runtime"  # roles.ops.runtime.RUNTIME_DIR, without importing pyinfra
 SEALED_NAMES = ("manifest.json", "manifest.sig", "model.sig", "*.seal")  # citadel_runtime.sealed's layout
@@ -84,4 +86,34 @@ SERVED_MODEL_SIGNED = Control(
     break_with=f"f=$(find {MOUNT_ROOT} -type f | head -1) && chmod u+w $f && echo poisoned >> $f",
 )
 
-CONTROLS = [NO_PLAINTEXT_ON_DISK, UNSEAL_MOUNT, SERVED_MODEL_SIGNED]
+NO_LUKS = "no LUKS volume for the model store"
+STORE_VOLUME_ENCRYPTED = Control(
+    id="models-store-volume-encrypted",
+    title="Where the inventory asks for it, the sealed store is a LUKS2 volume: nosuid, nodev, noexec, 0700 root",
+    rationale="A second layer under the sealed files: a disk, an image or a backup of the store taken off the host "
+    "is LUKS2 ciphertext whose key only Vault can unwrap. Applies to hosts with model_store.luks in the inventory "
+    "(the role leaves its settings file on them); not applicable elsewhere.",
+    severity="medium",
+    refs=References(hipaa=["164.312(a)(2)(iv)"], nist=["SC-28", "SC-28(1)", "MP-4"], owasp_llm=["LLM02"],
+                    threats=["T10"]),
+    check=Command(
+        command=(
+            f"[ -e {VOLUME_SETTINGS} ] || {{ echo '{NO_LUKS} (hosts.NAME.model_store.luks unset)'; exit 0; }}; "
+            f"line=$(findmnt -n -o SOURCE,OPTIONS --mountpoint {STORE} 2>/dev/null) || "
+            f"{{ echo '{STORE} is not mounted (the volume is closed or unmounted)'; exit 1; }}; "
+            'src=${line%% *}; opts=${line#* }; dm=$(basename "$(readlink -f "$src")"); '
+            'uuid=$(cat "/sys/block/$dm/dm/uuid" 2>/dev/null); '
+            f"mode=$(stat -c '%a %U' {STORE}); "
+            'echo "$src (${uuid:-not a device-mapper device}) $opts; $mode"; bad=0; '
+            'case "$uuid" in CRYPT-LUKS2-*) ;; *) bad=1;; esac; '
+            'for o in nosuid nodev noexec; do case ",$opts," in *,$o,*) ;; *) bad=1;; esac; done; '
+            '[ "$mode" = "700 root" ] || bad=1; exit $bad'
+        ),
+        not_applicable_output=f"^{NO_LUKS}",
+        describe=f"{STORE} a mount of a dm-crypt LUKS2 device, nosuid,nodev,noexec, 0700 root",
+    ),
+    remediation="store-volume",
+    break_with=f"umount {STORE} && cryptsetup close {VOLUME_MAPPER}",
+)
+
+CONTROLS = [NO_PLAINTEXT_ON_DISK, UNSEAL_MOUNT, SERVED_MODEL_SIGNED, STORE_VOLUME_ENCRYPTED]

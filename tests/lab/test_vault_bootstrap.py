@@ -26,7 +26,7 @@ from inventory.loader import load_inventory
 from tests.lab.vaultutil import all_cmdlines, free_port_pair, require_bao, write_inventory
 
 REPO = Path(__file__).resolve().parents[2]
-ITEMS = 21  # 3 mounts, 1 auth mount, 3 transit keys, 1 root CA, 2 pki roles, 2 policies, 2 approles, 7 first secrets
+ITEMS = 22  # 3 mounts, 1 auth mount, 4 transit keys, 1 root CA, 2 pki roles, 2 policies, 2 approles, 7 first secrets
 
 
 @pytest.fixture(scope="module")

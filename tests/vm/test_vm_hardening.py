@@ -128,3 +128,146 @@ def test_one_redeploy_fixes_every_kernel_break(cumulative_breaks):
     _, _, fixed, still = cumulative_breaks
     assert fixed.ok
     assert not still, "\n".join(f"{r.control}: {r.evidence}" for r in still)
+
+
+# --- the sealed store's LUKS2 volume (roles/store_volume) -------------------------------------
+# A real OpenBao on the controller (the VM reaches no Vault: the deploy unwraps the key and
+# pipes it in; the boot-time unwrap with the host's own token is tested in
+# tests/lab/test_store_volume_vault.py). A file-backed image: the VM has no spare disk.
+
+STORE = "/var/lib/citadel/models"
+
+
+@pytest.fixture(scope="module")
+def store_volume(vm_lab, vm_host, tmp_path_factory):
+    import io
+    import logging
+
+    from deploy.runner import configure_logging
+    from deploy.vault.client import Access, resolve
+    from deploy.vault.server import stop
+    from tests.lab.vaultutil import start_for_lab
+
+    base = tmp_path_factory.mktemp("store-volume")
+
+    def luks(data):
+        data["hosts"][vm_host.name]["model_store"] = {"luks": {"image_size": "96M"}}
+
+    server = start_for_lab(vm_lab, base, luks)
+    log = io.StringIO()
+    configure_logging(2, logging.StreamHandler(log))
+    access = Access(lambda: resolve(server["site"].vault, env={"BAO_TOKEN": server["token"]}))
+
+    def deploy():
+        return run_deploy(server["site"], ["store-volume"], vault=access, limit=[vm_host.name], verbosity=2)
+
+    try:
+        yield {**server, "deploy": deploy, "deploys": [deploy(), deploy()], "log": log}
+    finally:
+        stop(base / "vault")
+
+
+def _on_vm(vm_lab, vm_host, command: str, stdin: str | None = None):
+    from tests.lab.sshutil import ssh
+
+    return ssh(vm_lab, vm_host, command, check=False, timeout=300, stdin=stdin)
+
+
+def _volume_key(store_volume, vm_lab, vm_host) -> str:
+    """The volume key's passphrase (hex), unwrapped here with the root token from the host's wrapped file."""
+    import base64
+
+    wrapped = _on_vm(vm_lab, vm_host, "sudo cat /etc/citadel/models/store-volume.wrapped").stdout.strip()
+    assert wrapped.startswith("vault:v1:"), wrapped[:12]
+    plain = store_volume["root"].secrets.transit.decrypt_data("store-volume", wrapped,
+                                                              mount_point="citadel-transit")["data"]["plaintext"]
+    return base64.b64decode(plain).hex()
+
+
+def _store_control():
+    from hardening.controls.models import STORE_VOLUME_ENCRYPTED
+
+    return STORE_VOLUME_ENCRYPTED
+
+
+def test_store_volume_is_luks2_mounted_nosuid_nodev_noexec_and_a_second_deploy_changes_nothing(store_volume, vm_lab,
+                                                                                                vm_host):
+    first, second = store_volume["deploys"]
+    assert first.ok, (first.hosts[vm_host.name].errors, store_volume["log"].getvalue()[-3000:])
+    assert second.ok and second.hosts[vm_host.name].changed == 0, second.as_dict()
+    probe = _on_vm(vm_lab, vm_host, "sudo blkid -p -o export /var/lib/citadel/store-volume.img; "
+                   "sudo cryptsetup status citadel-store").stdout
+    assert "TYPE=crypto_LUKS" in probe and "VERSION=2" in probe, probe
+    assert "type:    LUKS2" in probe and "is active and is in use" in probe, probe
+    mount = _on_vm(vm_lab, vm_host, f"findmnt -n -o SOURCE,FSTYPE,OPTIONS --mountpoint {STORE}").stdout.split()
+    assert mount[0] == "/dev/mapper/citadel-store", mount
+    assert mount[1] == "ext4" and {"nosuid", "nodev", "noexec"} <= set(mount[2].split(",")), mount
+    modes = _on_vm(vm_lab, vm_host, f"sudo stat -c '%a %U %s' {STORE} /var/lib/citadel/store-volume.img "
+                   "/etc/citadel/models/store-volume.wrapped").stdout.splitlines()
+    assert modes[0].startswith("700 root ") and modes[1] == f"600 root {96 << 20}" and modes[2].startswith("600 root "), modes
+
+
+def test_store_volume_key_is_not_on_the_host_and_the_wrapped_key_alone_opens_nothing(store_volume, vm_lab, vm_host):
+    import base64
+
+    hex_key = _volume_key(store_volume, vm_lab, vm_host)
+    image = "/var/lib/citadel/store-volume.img"
+    # The real key opens it (so the key Vault holds is the volume's) ...
+    assert _on_vm(vm_lab, vm_host, f"sudo cryptsetup open --test-passphrase --key-file=- --keyfile-size=64 {image}",
+                  stdin=hex_key).returncode == 0
+    # ... the wrapped key, all the host keeps, does not.
+    wrapped = _on_vm(vm_lab, vm_host, "sudo cat /etc/citadel/models/store-volume.wrapped").stdout.strip()
+    refused = _on_vm(vm_lab, vm_host, f"sudo cryptsetup open --test-passphrase --key-file=- {image}", stdin=wrapped)
+    assert refused.returncode != 0
+    # Neither spelling of the key in any file outside the image, nor in the journal (patterns on
+    # stdin, so the key is in no command line here either).
+    b64_key = base64.b64encode(bytes.fromhex(hex_key)).decode()
+    found = _on_vm(vm_lab, vm_host, "sudo grep -rlsF -f - /etc /var /root /home /tmp /usr/local /run "
+                   "--exclude=store-volume.img; true", stdin=f"{hex_key}\n{b64_key}\n")
+    assert found.returncode == 0 and not found.stdout.strip(), found.stdout
+    journal = _on_vm(vm_lab, vm_host, "sudo journalctl -o cat --no-pager").stdout
+    assert journal and hex_key not in journal and b64_key not in journal
+    assert hex_key not in store_volume["log"].getvalue()
+    assert base64.b64encode(bytes.fromhex(hex_key)).decode() not in store_volume["log"].getvalue()
+
+
+def test_store_volume_control_passes_fails_when_closed_and_a_redeploy_fixes_it(store_volume, vm_site, vm_lab, vm_host):
+    control = _store_control()
+    site = store_volume["site"]
+    container = next(h for h in vm_lab.hosts if h.kind != "vm")
+    results = {(r.host, r.control): r for r in run_audit(site, [control], limit=[vm_host.name, container.name])}
+    assert results[(vm_host.name, control.id)].status == "pass", results[(vm_host.name, control.id)].evidence
+    assert results[(container.name, control.id)].status == "notapplicable"  # no model_store.luks there
+    done = run_as_root(vm_lab, vm_host, control.break_with)
+    assert done.returncode == 0, done.stderr
+    broken = run_audit(site, [control], limit=[vm_host.name])[0]
+    assert broken.status == "fail" and "not mounted" in broken.evidence, broken.evidence
+    again = store_volume["deploy"]()  # reopens: the key unwrapped here, piped in
+    assert again.ok, again.hosts[vm_host.name].errors
+    assert run_audit(site, [control], limit=[vm_host.name])[0].status == "pass"
+    assert store_volume["deploy"]().hosts[vm_host.name].changed == 0
+
+
+def test_store_volume_refuses_a_device_holding_a_filesystem(store_volume, vm_lab, vm_host, tmp_path):
+    import yaml
+
+    from inventory.loader import load_inventory
+
+    made = _on_vm(vm_lab, vm_host, "sudo sh -c 'truncate -s 64M /root/other.img && mkfs.ext4 -q /root/other.img && "
+                  "losetup --find --show /root/other.img'")
+    assert made.returncode == 0, made.stderr
+    loop = made.stdout.strip()
+    try:
+        data = yaml.safe_load(store_volume["inventory"].read_text())
+        data["hosts"][vm_host.name]["model_store"] = {"luks": {"device": loop}}
+        (tmp_path / "site.yaml").write_text(yaml.safe_dump(data))
+        site = load_inventory(tmp_path / "site.yaml")
+        from deploy.vault.client import Access, resolve
+
+        access = Access(lambda: resolve(site.vault, env={"BAO_TOKEN": store_volume["token"]}))
+        report = run_deploy(site, ["store-volume"], vault=access, limit=[vm_host.name])
+        errors = " ".join(report.hosts[vm_host.name].errors)
+        assert not report.ok and f"{vm_host.name}: {loop} holds a ext4, not a LUKS volume: refusing" in errors, errors
+        assert _on_vm(vm_lab, vm_host, f"sudo blkid -p -o value -s TYPE {loop}").stdout.strip() == "ext4"
+    finally:
+        _on_vm(vm_lab, vm_host, f"sudo losetup -d {loop}; sudo rm -f /root/other.img")

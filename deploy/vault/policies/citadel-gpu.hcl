@@ -13,6 +13,12 @@ path "{{transit_mount}}/decrypt/model-data" {
   capabilities = ["update"]
 }
 
+# Open the model store's LUKS2 volume at boot (roles/store_volume): decrypt only, the
+# wrapped volume key is made by the operator's deploy.
+path "{{transit_mount}}/decrypt/store-volume" {
+  capabilities = ["update"]
+}
+
 # Check a model manifest's signature before loading it (verify cannot forge one).
 path "{{transit_mount}}/verify/model-signing" {
   capabilities = ["update"]
