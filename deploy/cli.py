@@ -137,10 +137,12 @@ def deploy_command(
     second run on an unchanged host changes nothing. Secrets never appear in the output,
     at any verbosity.
 
-    The vault-agent role talks to Vault (a response-wrapped secret-id for each host whose
-    agent must log in anew): the address, CA and token are found as for `citadel vault
-    bootstrap` (BAO_ADDR/VAULT_ADDR, BAO_CACERT/VAULT_CACERT, BAO_TOKEN/VAULT_TOKEN or a
-    token file; never an argument). Other roles never ask for it.
+    Three roles talk to Vault: vault-agent (a response-wrapped secret-id for each host whose
+    agent must log in anew), model-store (the signing public keys, for hosts that serve a
+    model) and store-volume (a host's LUKS volume key, for hosts with model_store.luks).
+    The address, CA and token are found as for `citadel vault bootstrap` (BAO_ADDR/VAULT_ADDR,
+    BAO_CACERT/VAULT_CACERT, BAO_TOKEN/VAULT_TOKEN or a token file; never an argument).
+    Other roles never ask for it.
 
     Exit 0 when every host succeeded, 1 when any host failed or was unreachable, 2 on bad
     input (nothing is done).
@@ -509,7 +511,8 @@ def vault_bootstrap(
 
     Manages, with names from the inventory's `vault` block: a KV v2 mount; a transit mount
     with keys `model-data` (aes256-gcm96), `model-signing` (ecdsa-p256), `audit-chain`
-    (hmac) and `store-volume` (aes256-gcm96, LUKS volume keys), none exportable or deletable; a PKI mount with an internal root CA and roles
+    (hmac) and `store-volume` (aes256-gcm96, LUKS volume keys), none exportable or
+    deletable; a PKI mount with an internal root CA and roles
     `host` and `gateway` for short-lived certificates of the inventory's own names; an
     AppRole auth mount with roles `citadel-gpu` and `citadel-gateway`, bound to their hosts'
     addresses and to the policies in deploy/vault/policies/. Each item is reported as
