@@ -34,6 +34,10 @@ path "{{transit_mount}}/keys/audit-chain" {
   capabilities = ["read"]
 }
 
+path "{{transit_mount}}/keys/store-volume" {
+  capabilities = ["read"]
+}
+
 path "{{pki_mount}}/issuer/default" {
   capabilities = ["read"]
 }

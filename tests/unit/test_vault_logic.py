@@ -237,3 +237,12 @@ def test_write_private_never_widens(tmp_path):
     write_private(target, b"one")
     write_private(target, b"two")
     assert target.read_bytes() == b"two" and stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_the_auditor_policy_reads_every_transit_key_bootstrap_makes():
+    """The audit's transit checks read each key; a key added to bootstrap needs its read here too."""
+    from deploy.vault.bootstrap import TRANSIT_KEYS
+
+    auditor = (Path(__file__).resolve().parents[2] / "hardening" / "vault" / "auditor.hcl").read_text()
+    readable = set(re.findall(r'path "\{\{transit_mount\}\}/keys/([^"]+)" \{\s*capabilities = \["read"\]', auditor))
+    assert set(TRANSIT_KEYS) <= readable, sorted(set(TRANSIT_KEYS) - readable)
