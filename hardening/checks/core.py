@@ -1,9 +1,5 @@
-"""Read-only checks: what to look at on a host, and how to judge what was seen.
-
-Each check kind renders a POSIX shell snippet that only reads (cat, stat, sshd -T,
-systemctl is-*, dpkg-query...) and prints its evidence, and judges that evidence in Python.
-The audit runs every control's snippet on a host in one SSH session, so 150 controls cost
-one round trip, not 150.
+"""The generic check kinds: sysctl values, sshd options, file modes and content, units,
+packages, blocked kernel modules, and a read-only command for what nothing else expresses.
 
 Example::
 
@@ -17,36 +13,15 @@ Example::
 from __future__ import annotations
 
 import re
-import shlex
-from dataclasses import dataclass
-from typing import Annotated, Literal, Union
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-Status = Literal["pass", "fail", "notapplicable", "error"]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    status: Status
-    message: str
+from hardening.checks.base import CheckKind, Verdict
+from hardening.checks.base import quote as _q
 
 
-def _q(value: str) -> str:
-    return shlex.quote(value)
-
-
-class _Check(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def script(self) -> str:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-class Sysctl(_Check):
+class Sysctl(CheckKind):
     """A kernel parameter's running value (from /proc/sys) is one of `expected`."""
 
     kind: Literal["sysctl"] = "sysctl"
@@ -65,7 +40,7 @@ class Sysctl(_Check):
         return Verdict("fail", f"{self.key} = {value}, expected {' or '.join(self.expected)}")
 
 
-class SysctlPersisted(_Check):
+class SysctlPersisted(CheckKind):
     """The boot-time configuration (/etc/sysctl.conf, /etc/sysctl.d) sets `key` to `expected`."""
 
     kind: Literal["sysctl_persisted"] = "sysctl_persisted"
@@ -90,7 +65,7 @@ class SysctlPersisted(_Check):
         return Verdict("fail", f"{self.key} = {value} at boot, expected {self.expected}")
 
 
-class SshdOption(_Check):
+class SshdOption(CheckKind):
     """sshd's effective configuration (`sshd -T`) has `option` set to one of `expected`."""
 
     kind: Literal["sshd_option"] = "sshd_option"
@@ -125,7 +100,7 @@ class SshdOption(_Check):
         return " or ".join(self.expected)
 
 
-class FileMode(_Check):
+class FileMode(CheckKind):
     """A path exists with no more permission than `max_mode`, owned as given."""
 
     kind: Literal["file_mode"] = "file_mode"
@@ -157,7 +132,7 @@ class FileMode(_Check):
         return Verdict("fail", f"{evidence_line}; " + "; ".join(problems)) if problems else Verdict("pass", evidence_line)
 
 
-class FileContent(_Check):
+class FileContent(CheckKind):
     """A file has (or, with `present: false`, lacks) a line matching `pattern` (a regex)."""
 
     kind: Literal["file_content"] = "file_content"
@@ -184,7 +159,7 @@ class FileContent(_Check):
         return Verdict("fail", f"{self.path}: unwanted line {found[0][:200]!r}")
 
 
-class ServiceState(_Check):
+class ServiceState(CheckKind):
     """A systemd unit is (or is not) enabled and active."""
 
     kind: Literal["service"] = "service"
@@ -209,7 +184,7 @@ class ServiceState(_Check):
         return Verdict("fail", state) if problems else Verdict("pass", state)
 
 
-class Package(_Check):
+class Package(CheckKind):
     """A Debian package is installed (or absent)."""
 
     kind: Literal["package"] = "package"
@@ -226,7 +201,7 @@ class Package(_Check):
         return Verdict("pass" if is_installed == self.installed else "fail", state)
 
 
-class KernelModuleBlocked(_Check):
+class KernelModuleBlocked(CheckKind):
     """`modprobe` will refuse to load a kernel module (install /bin/false and blacklist)."""
 
     kind: Literal["module_blocked"] = "module_blocked"
@@ -251,7 +226,7 @@ class KernelModuleBlocked(_Check):
         return Verdict("fail", f"{self.module}: " + "; ".join(problems))
 
 
-class Command(_Check):
+class Command(CheckKind):
     """A read-only command whose exit status (0 = pass) or output decides the result.
 
     For checks no declarative kind expresses. The command must not change anything.
@@ -278,7 +253,4 @@ class Command(_Check):
         return Verdict("pass" if ok else "fail", f"{self.describe}: {shown or '(no output)'}")
 
 
-Check = Annotated[
-    Union[Sysctl, SysctlPersisted, SshdOption, FileMode, FileContent, ServiceState, Package, KernelModuleBlocked, Command],
-    Field(discriminator="kind"),
-]
+KINDS = [Sysctl, SysctlPersisted, SshdOption, FileMode, FileContent, ServiceState, Package, KernelModuleBlocked, Command]

@@ -1,0 +1,5 @@
+"""Check kinds of the logging controls (``hardening/controls/logging.py``)."""
+
+from __future__ import annotations
+
+KINDS: list = []
