@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from hardening.catalog import CatalogError, areas, load_catalog, profile_names, select
+from hardening.catalog import CatalogError, areas, cis_levels, load_catalog, profile_names, select
 from hardening.coverage import MAPPING, build_mapping, render
 from roles import registry
 
@@ -47,10 +47,24 @@ def test_every_area_has_a_role_part():
             assert {c.remediation for c in controls} <= set(registry()), area
 
 
+def test_cis_references_name_recommendations_of_the_benchmark():
+    """No placeholder (5.1.x), no section heading (5.1), no number of another benchmark."""
+    wrong = {c.id: [s for s in c.refs.cis if s not in cis_levels()] for c in CATALOG}
+    wrong = {cid: sections for cid, sections in wrong.items() if sections}
+    assert not wrong, f"CIS references that are not CIS Debian Linux 12 recommendations: {wrong}"
+
+
 def test_profiles():
-    assert set(profile_names(CATALOG)) >= {"all", "hipaa", "cis-level1", "llm"}
+    assert set(profile_names(CATALOG)) >= {"all", "hipaa", "cis-level1", "cis-level2", "llm"}
     assert len(select(CATALOG, "all")) == len(CATALOG)
     assert 0 < len(select(CATALOG, "hipaa")) <= len(CATALOG)
+    level1 = {c.id for c in select(CATALOG, "cis-level1")}
+    level2 = {c.id for c in select(CATALOG, "cis-level2")}
+    assert level1 < level2 == {c.id for c in CATALOG if c.refs.cis}
+    # Level 2 - Server only: sshd DisableForwarding is CIS 5.1.8; PermitRootLogin (5.1.20) is Level 1.
+    assert "ssh-disable-forwarding" in level2 - level1
+    assert "ssh-permit-root-login" in level1
+    assert all(c.refs.owasp_llm for c in select(CATALOG, "llm"))
     with pytest.raises(CatalogError, match="unknown profile 'nope'"):
         select(CATALOG, "nope")
 
