@@ -37,7 +37,8 @@ import socket
 import sys
 import time
 
-CONFIG = "/etc/citadel/isolation-probe.json"
+from citadel_runtime.layout import ISOLATION_PROBE_CONFIG
+
 CLONE_NEWNET = 0x40000000
 REACHED_ERRNOS = {errno.ECONNREFUSED}  # the peer answered with a reset
 UNIT_GLOB = "citadel-vllm@*.service"
@@ -145,7 +146,7 @@ def write_atomically(path: str, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="citadel-isolation-probe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=CONFIG)
+    parser.add_argument("--config", default=ISOLATION_PROBE_CONFIG)
     parser.add_argument("--check", action="store_true", help="attempt only: no metrics, no alert (read-only)")
     parser.add_argument("--timeout", type=float, default=3.0)
     args = parser.parse_args(argv)

@@ -41,6 +41,7 @@ import sys
 import threading
 
 from citadel_runtime.keydoc import match
+from citadel_runtime.layout import KEYGUARD_PORT
 from citadel_runtime.uds import MODEL_NAME, UnixHTTPConnection, read_env_file
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -143,7 +144,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return None
         with self.server.secrets.lock:
             keys = self.server.secrets.keys
-        return match(keys, header[len("Bearer "):].strip(), dt.datetime.now(dt.timezone.utc))
+        return match(keys, header[len("Bearer "):].strip(), dt.datetime.now(dt.UTC))
 
     def _handle(self) -> None:
         slot = self._authorised()
@@ -223,7 +224,7 @@ def connect_upstream(upstream: str, body: bytes | None, timeout: float = 600) ->
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="citadel-keyguard", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--listen", default="0.0.0.0:8443", help="address:port to serve TLS on")
+    parser.add_argument("--listen", default=f"0.0.0.0:{KEYGUARD_PORT}", help="address:port to serve TLS on")
     parser.add_argument("--tls", required=True, help="PEM file with the private key and certificate chain")
     parser.add_argument("--keys", required=True, help="the internal API key document (hashes)")
     parser.add_argument("--upstream", default="unix:/run/citadel-vllm/{model}/vllm.sock",

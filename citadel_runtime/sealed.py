@@ -143,7 +143,7 @@ class Manifest:
         return (json.dumps(document, indent=2) + "\n").encode()
 
     @classmethod
-    def from_json(cls, raw: bytes, what: str = MANIFEST) -> "Manifest":
+    def from_json(cls, raw: bytes, what: str = MANIFEST) -> Manifest:
         """Parse and check every field; any problem is a SealError naming the field."""
         try:
             doc = json.loads(raw)
@@ -470,11 +470,11 @@ def seal(source, sealed_dir, *, model: str, revision: str, data_key: bytes, wrap
         tasks = [(str(source / path), str(sealed / FILES_DIR / names[path][0]), path, seal_id,
                   bytes.fromhex(names[path][1]), chunk_size) for path in paths]
         tasks.sort(key=lambda t: -os.lstat(t[0]).st_size)  # biggest first: better balance
-        results = dict(zip((t[2] for t in tasks), _run(tasks, _seal_file, data_key, workers)))
+        results = dict(zip((t[2] for t in tasks), _run(tasks, _seal_file, data_key, workers), strict=True))
         entries = tuple(FileEntry(path, results[path][0], results[path][1], *names[path]) for path in paths)
         payload = statement(model, [(e.path, e.sha256) for e in entries])
         manifest = Manifest(
-            model, revision, dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+            model, revision, dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
             seal_id.hex(), chunk_size, wrapped_key, transit_key, int(found.group(1)), signing_key,
             hashlib.sha256(payload).hexdigest(), entries,
         )

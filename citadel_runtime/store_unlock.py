@@ -38,7 +38,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-SETTINGS = Path("/etc/citadel/models/store-volume.settings")  # roles.model_store.paths.VOLUME_SETTINGS
+from citadel_runtime.layout import STORE_VOLUME_SETTINGS
+
+SETTINGS = Path(STORE_VOLUME_SETTINGS)
 KEY_HEX_LENGTH = 64  # 32 bytes, as hex: the passphrase of the LUKS key slot
 MOUNT_OPTIONS = "nosuid,nodev,noexec"
 FILESYSTEM = "ext4"

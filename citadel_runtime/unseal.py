@@ -38,7 +38,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-CONFIG_DIR = Path("/etc/citadel/models")
+from citadel_runtime.layout import MODEL_CONFIG_DIR
+
+CONFIG_DIR = Path(MODEL_CONFIG_DIR)
 TOKEN_WAIT = 120  # seconds to wait for the agent's first login
 HEADROOM = 16 << 20  # bytes of tmpfs beyond the model's plaintext size (directories, rounding)
 

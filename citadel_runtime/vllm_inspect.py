@@ -26,19 +26,15 @@ import pwd
 import subprocess
 import sys
 
+from citadel_runtime.layout import MODEL_CONFIG_DIR, MODEL_MOUNT_ROOT, MODEL_USER, VLLM_CONF_DIR, VLLM_KEY_FILE
 from citadel_runtime.uds import read_env_file
 
-USER = "citadel-vllm"
-CONF_DIR = "/etc/citadel/vllm"
-UNSEAL_DIR = "/etc/citadel/models"  # the model-store role's NAME.json: models this host unseals
-KEY_FILE = "/etc/citadel/secrets/keyguard/vllm.env"
-MOUNT_ROOT = "/run/citadel/models"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 TRUE = {"1", "true", "yes"}
 
 
 def configured() -> list[str]:
-    return sorted(os.path.basename(p)[:-len(".conf")] for p in glob.glob(f"{CONF_DIR}/*.conf"))
+    return sorted(os.path.basename(p)[:-len(".conf")] for p in glob.glob(f"{VLLM_CONF_DIR}/*.conf"))
 
 
 def main_pid(model: str) -> int | None:
@@ -115,20 +111,20 @@ def user_pids(user: str) -> list[int]:
 
 def cmd_listeners() -> int:
     bad, total = [], 0
-    for pid in user_pids(USER):
+    for pid in user_pids(MODEL_USER):
         for endpoint in listening(pid):
             total += 1
             if not ipaddress.ip_address(endpoint.rsplit(":", 1)[0]).is_loopback:
                 bad.append(f"pid {pid} ({' '.join(argv(pid)[:3])[:60]}): {endpoint}")
     if bad:
-        print(f"{USER} listens beyond loopback: " + "; ".join(bad))
+        print(f"{MODEL_USER} listens beyond loopback: " + "; ".join(bad))
         return 1
-    print(f"{USER}: {total} socket(s) listening, all on loopback (in its own network namespace)")
+    print(f"{MODEL_USER}: {total} socket(s) listening, all on loopback (in its own network namespace)")
     return 0
 
 
 def cmd_key_on_cmdline() -> int:
-    key = read_env_file(KEY_FILE).get("VLLM_API_KEY") if os.path.exists(KEY_FILE) else None
+    key = read_env_file(VLLM_KEY_FILE).get("VLLM_API_KEY") if os.path.exists(VLLM_KEY_FILE) else None
     if not key:
         print("no vLLM API key on this host")
         return 0
@@ -144,7 +140,8 @@ def cmd_key_on_cmdline() -> int:
 
 def _each_running(check) -> int:
     models = configured()
-    unsealed = sorted(os.path.basename(p)[:-len(".json")] for p in glob.glob(f"{UNSEAL_DIR}/*.json"))
+    # The model-store role's NAME.json: the models this host unseals.
+    unsealed = sorted(os.path.basename(p)[:-len(".json")] for p in glob.glob(f"{MODEL_CONFIG_DIR}/*.json"))
     missing = [m for m in unsealed if m not in models]
     if missing:
         print(f"unsealed for serving but no model server configured: {', '.join(missing)}")
@@ -171,7 +168,7 @@ def _offline(model: str, pid: int) -> list[str]:
 
 
 def _flags(model: str, pid: int) -> list[str]:
-    opted = read_env_file(f"{CONF_DIR}/{model}.conf")
+    opted = read_env_file(f"{VLLM_CONF_DIR}/{model}.conf")
     args, env = argv(pid), environ(pid)
     problems = []
     remote = [a for a in args if a in ("--trust-remote-code", "--no-trust-remote-code")]
@@ -190,8 +187,8 @@ def _served(model: str, pid: int) -> list[str]:
     if "--model" not in args:
         return [f"pid {pid} names no --model"]
     served = args[args.index("--model") + 1]
-    if served != f"{MOUNT_ROOT}/{model}":
-        return [f"serves {served}, not its unseal mount {MOUNT_ROOT}/{model}"]
+    if served != f"{MODEL_MOUNT_ROOT}/{model}":
+        return [f"serves {served}, not its unseal mount {MODEL_MOUNT_ROOT}/{model}"]
     return []
 
 

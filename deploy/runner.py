@@ -23,22 +23,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pyinfra.api import BaseStateCallback, Config, State
-from pyinfra.api import Inventory as PyinfraInventory
+from pyinfra.api import BaseStateCallback, Config, State, output
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
 
+from deploy.connection import MAX_PARALLEL, DeployError, build_pyinfra_inventory, select_hosts
 from deploy.redaction import RedactingFilter, redact
+from inventory.known_hosts import write_known_hosts
 from inventory.schema import Inventory
 from roles import Role, registry
-
-MAX_PARALLEL = 50
-
-
-class DeployError(Exception):
-    """A deploy that cannot start (unknown role or host); nothing was changed."""
+from roles.ops.pyinfra_private import will_change
 
 
 @dataclass
@@ -135,66 +131,6 @@ def select_roles(names: list[str | Role] | None) -> list[Role]:
     return [role for name, role in known.items() if name in wanted] + given
 
 
-def select_hosts(site: Inventory, limit: list[str] | None) -> list[str]:
-    """Host names to act on. A limit may name hosts or groups; an unknown name is an error."""
-    if not limit:
-        return list(site.hosts)
-    chosen: list[str] = []
-    for item in limit:
-        matches = [item] if item in site.hosts else site.hosts_in(item)
-        if not matches:
-            raise DeployError(f"--limit {item!r} matches no host or group of site {site.site!r}")
-        chosen.extend(m for m in matches if m not in chosen)
-    return chosen
-
-
-def _known_hosts_file(site: Inventory, names: list[str], directory: Path) -> Path:
-    """A known_hosts file holding the pinned keys of the hosts that pin one inline."""
-    lines = []
-    for name in names:
-        ssh = site.ssh_for(name)
-        if ssh.host_key:
-            address = site.hosts[name].address
-            target = address if ssh.port == 22 else f"[{address}]:{ssh.port}"
-            lines.append(f"{target} {ssh.host_key}\n")
-    path = directory / "known_hosts"
-    path.write_text("".join(lines))
-    return path
-
-
-def build_pyinfra_inventory(
-    site: Inventory, names: list[str], known_hosts: Path, vault=None, host_data: dict | None = None
-) -> PyinfraInventory:
-    """One pyinfra host per inventory host, with strict host key checking always on.
-
-    `vault` (a ``deploy.vault.client.Access``, or None) is what roles that talk to Vault use.
-    """
-    hosts = []
-    for name in names:
-        entry = site.hosts[name]
-        ssh = site.ssh_for(name)
-        data = {
-            "ssh_hostname": entry.address,
-            "ssh_port": ssh.port,
-            "ssh_user": ssh.user,
-            "ssh_known_hosts_file": str(ssh.known_hosts or known_hosts),
-            "ssh_strict_host_key_checking": "yes",
-            "ssh_connect_retries": 1,
-            "ssh_paramiko_connect_kwargs": {"timeout": ssh.connect_timeout, "banner_timeout": ssh.connect_timeout},
-            "_sudo": ssh.sudo,
-            "citadel_site": site,
-            "citadel_vault": vault,
-            **(host_data or {}),
-        }
-        if ssh.key:
-            data["ssh_key"] = str(ssh.key)
-        hosts.append((name, data))
-    groups = {
-        group: ([n for n in names if group in site.hosts[n].groups], {}) for group in ("gpu", "gateway")
-    }
-    return PyinfraInventory((hosts, {}), **{g: v for g, v in groups.items() if v[0]})
-
-
 def configure_output(verbosity: int, state: State) -> None:
     """Set how much pyinfra says, and route everything it says through redaction."""
     state.print_noop_info = verbosity >= 1
@@ -213,7 +149,7 @@ def _count(state: State, outcomes: dict[str, HostOutcome], dry_run: bool) -> Non
         for op_data in ops.values():
             meta = op_data.operation_meta
             if dry_run:
-                if meta._maybe_is_change:  # pyinfra's own prediction from facts
+                if will_change(meta):  # pyinfra's own prediction from facts
                     outcome.changed += 1
                 else:
                     outcome.unchanged += 1
@@ -250,7 +186,7 @@ def run_deploy(
     outcomes = {name: HostOutcome(name) for name in names}
 
     with tempfile.TemporaryDirectory(prefix="citadel-deploy-") as scratch:
-        known_hosts = _known_hosts_file(site, names, Path(scratch))
+        known_hosts = write_known_hosts(site, names, Path(scratch))
         config = Config(PARALLEL=min(len(names), MAX_PARALLEL), DIFF=diff)
         state = State(build_pyinfra_inventory(site, names, known_hosts, vault, host_data), config)
         configure_output(verbosity, state)
@@ -301,8 +237,6 @@ def _prepare(state: State, roles: list[Role], outcomes: dict[str, HostOutcome], 
 
 def configure_logging(verbosity: int, handler: logging.Handler) -> None:
     """Attach `handler` to pyinfra's logger behind redaction, at a level for `verbosity`."""
-    from pyinfra.api import output
-
     handler.addFilter(_REDACTING_FILTER)
     pyinfra_logger = logging.getLogger("pyinfra")
     for old in list(pyinfra_logger.handlers):

@@ -38,7 +38,7 @@ class AuditReport:
     profile: str
     controls: list[Control]
     results: list  # hardening.engine.Result
-    generated_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    generated_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
     @property
     def hosts(self) -> list[str]:

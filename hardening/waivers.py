@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inventory.loader import _describe  # one wording for located errors across all files
+from inventory.loader import describe_error  # one wording for located errors across all files
 
 
 class Waiver(BaseModel):
@@ -62,7 +62,7 @@ def load_waivers(path: Path, known_controls: set[str]) -> list[Waiver]:
     try:
         parsed = WaiverFile.model_validate(data or {})
     except ValidationError as exc:
-        problems = "\n".join(f"  - {_describe(e)}" for e in exc.errors(include_url=False))
+        problems = "\n".join(f"  - {describe_error(e)}" for e in exc.errors(include_url=False))
         raise WaiverError(f"{path}: invalid waivers:\n{problems}") from None
     unknown = [f"waivers.{i}.control: no control {w.control!r} in the catalog" for i, w in enumerate(parsed.waivers) if w.control not in known_controls]
     if unknown:

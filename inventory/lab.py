@@ -23,7 +23,7 @@ LAB_VLLM = {
     "requirements": ["torch==2.13.0"],
     "exclude": ["torchvision", "torchaudio", "torchcodec", "triton"],
 }
-# The settings a model needs to serve on a CPU-only lab host (see ../shared/notes/vllm-cpu.md).
+# The settings a model needs to serve on a CPU-only lab host (see docs/vllm-cpu.md).
 LAB_REVISION = "r1"
 LAB_MODEL = {"max_model_len": 256, "dtype": "float32", "enforce_eager": True, "kv_cache_bytes": 32 << 20}
 

@@ -47,8 +47,11 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _describe(error: dict) -> str:
-    """One pydantic error as 'field.path: what was expected'."""
+def describe_error(error: dict) -> str:
+    """One pydantic error as 'field.path: what was expected'.
+
+    Public: every file Citadel validates with pydantic (inventories, waivers) words its errors this way.
+    """
     location = ".".join(str(part) for part in error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -73,7 +76,10 @@ def parse_inventory(data: object, path: Path) -> Inventory:
     except ValidationError as exc:
         problems: list[str] = []
         for error in exc.errors(include_url=False):
-            problems.extend(_describe(error).split("; ") if error["type"] == "value_error" and not error["loc"] else [_describe(error)])
+            described = describe_error(error)
+            # A cross-field check (no location) may report several problems at once, joined by "; ".
+            cross_field = error["type"] == "value_error" and not error["loc"]
+            problems.extend(described.split("; ") if cross_field else [described])
         raise InventoryError(path, problems) from None
 
 

@@ -32,6 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from citadel_runtime.layout import GATEWAY_ADMIN_PORT
+
 # Names become pyinfra host names, systemd unit suffixes and file names: keep them plain.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -298,7 +300,7 @@ class Gateway(Strict):
     audit_fail_open: bool = Field(
         False, description="serve even when the audit record cannot be written (opt-in; default: refuse)")
     request_timeout_seconds: int = Field(120, ge=1, le=3600)
-    admin_port: int = Field(9464, ge=1024, le=65535, description="Prometheus metrics, on loopback only")
+    admin_port: int = Field(GATEWAY_ADMIN_PORT, ge=1024, le=65535, description="Prometheus metrics, on loopback only")
     client_ca_file: Path | None = Field(
         None, description="PEM of the CA that signs client applications' certificates (the hospital's own), for "
         "clients that set client_certificate")

@@ -14,7 +14,7 @@ Modules: ``config`` (the file the role writes), ``http1`` (just enough HTTP/1.1)
 ``auditlog`` (the chained record), ``upstream`` (the model server), ``metrics``, and
 ``server`` (the service itself: ``python3 -m citadel_runtime.gateway.server --config FILE``).
 
-Threats (../shared/notes/threat-model.md): unauthorised access and inference attacks
+Threats (docs/threat-model.md): unauthorised access and inference attacks
 (keys, route allowlist, limits), data leakage of PHI (the guard, digests instead of content
 in the record), lack of monitoring and accountability (the chained record, metrics).
 """

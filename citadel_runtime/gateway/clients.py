@@ -46,7 +46,7 @@ class KeyTable:
 
     def identify(self, presented: str, when: dt.datetime | None = None) -> tuple[str, int] | None:
         """(client, key version) for a presented key, or None. Every hash is compared."""
-        when = when or dt.datetime.now(dt.timezone.utc)
+        when = when or dt.datetime.now(dt.UTC)
         candidate = digest(presented).encode()
         found = None
         clients = self.doc.get("clients") or {}

@@ -99,7 +99,7 @@ async def read_head(reader: asyncio.StreamReader, timeout: float) -> Head | None
         raise HttpError(400, "incomplete request head") from None
     except asyncio.LimitOverrunError:
         raise HttpError(431, "request head too large") from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None  # an idle keep-alive connection: close it quietly
     if len(data) > MAX_HEAD:
         raise HttpError(431, "request head too large")

@@ -23,8 +23,8 @@ import warnings
 
 from citadel_runtime.gateway.auditlog import verify_file
 from citadel_runtime.gateway.server import read_audit_key
+from citadel_runtime.layout import GATEWAY_CONFIG
 
-CONFIG = "/etc/citadel/gateway/gateway.json"
 # Suites a TLS 1.2 server must refuse: CBC (no AEAD) with either certificate type, and static
 # RSA key exchange (no forward secrecy).
 WEAK_TLS12 = ("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA:"
@@ -37,7 +37,7 @@ TRICKS = ["/v1/%2e%2e/invocations", "/v1/..%2finvocations", "//invocations", "/V
 
 
 def config() -> dict:
-    with open(CONFIG, encoding="utf-8") as handle:
+    with open(GATEWAY_CONFIG, encoding="utf-8") as handle:
         return json.load(handle)
 
 

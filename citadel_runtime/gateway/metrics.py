@@ -55,7 +55,7 @@ class Metrics:
         out += [f"citadel_gateway_upstream_errors_total{_labels(kind=k)} {n}" for k, n in sorted(self.upstream_errors.items())]
         out += ["# HELP citadel_gateway_request_seconds Time from request head to the last byte answered.",
                 "# TYPE citadel_gateway_request_seconds histogram"]
-        out += [f'citadel_gateway_request_seconds_bucket{{le="{b}"}} {n}' for b, n in zip(BUCKETS, self.buckets)]
+        out += [f'citadel_gateway_request_seconds_bucket{{le="{b}"}} {n}' for b, n in zip(BUCKETS, self.buckets, strict=True)]
         out += [f'citadel_gateway_request_seconds_bucket{{le="+Inf"}} {self.latency_count}',
                 f"citadel_gateway_request_seconds_sum {self.latency_sum:.6f}",
                 f"citadel_gateway_request_seconds_count {self.latency_count}",

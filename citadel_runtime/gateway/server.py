@@ -47,6 +47,7 @@ from citadel_runtime.gateway.http1 import LAST_CHUNK, MAX_HEAD, Head, HttpError,
 from citadel_runtime.gateway.metrics import Metrics
 from citadel_runtime.gateway.routes import classify
 from citadel_runtime.gateway.upstream import Address, Pool, UpstreamError
+from citadel_runtime.layout import GATEWAY_ADMIN_PORT, GATEWAY_PORT
 from citadel_runtime.uds import read_env_file
 
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -213,7 +214,7 @@ class Gateway:
             writer.close()
 
     def new_record(self, source: str, head: Head | None) -> dict:
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         return {"time": now, "request_id": pysecrets.token_hex(8), "source": source,
                 "method": head.method if head else None, "route": None, "client": None, "key_version": None,
                 "model": None, "status": None, "refusal": None, "stream": False, "prompt_tokens": None,
@@ -243,7 +244,7 @@ class Gateway:
                     if not data:
                         break
                     unread -= len(data)
-            except (asyncio.TimeoutError, OSError):
+            except (TimeoutError, OSError):
                 pass
         return not close
 
@@ -282,7 +283,7 @@ class Gateway:
                                      close=True, reader=reader, unread=head.content_length)
         try:
             raw = await within(reader.readexactly(head.content_length), BODY_SECONDS) if unread else b""
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return await self.refuse(writer, rec, started, 408, "request body not received in time", close=True)
         rec["request_sha256"] = hashlib.sha256(raw).hexdigest()
         if "_capture" in rec:
@@ -456,8 +457,8 @@ def split_address(text: str) -> tuple[str, int]:
 
 async def serve(config: dict) -> None:
     gateway = Gateway(config)
-    host, port = split_address(config.get("listen", "0.0.0.0:443"))
-    admin_host, admin_port = split_address(config.get("admin_listen", "127.0.0.1:9464"))
+    host, port = split_address(config.get("listen", f"0.0.0.0:{GATEWAY_PORT}"))
+    admin_host, admin_port = split_address(config.get("admin_listen", f"127.0.0.1:{GATEWAY_ADMIN_PORT}"))
     if admin_host not in ("127.0.0.1", "::1", "localhost"):
         raise ValueError(f"admin_listen {admin_host}: the admin listener is bound to loopback only")
     server = await asyncio.start_server(gateway.connection, host, port, ssl=gateway.server_context(),

@@ -84,7 +84,7 @@ class Response:
             else:
                 while data := await within(self.reader.read(65536), timeout):
                     yield data
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.close()
             raise UpstreamError("timeout", "the model server stopped sending") from None
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, OSError) as exc:
@@ -130,7 +130,7 @@ class Pool:
             return await within(
                 asyncio.open_connection(a.host, a.port, ssl=tls, server_hostname=a.host if tls else None, limit=MAX_HEAD),
                 timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamError("connect", "timed out connecting to the model server") from None
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamError("connect", f"cannot connect to the model server ({type(exc).__name__})") from None
@@ -154,7 +154,7 @@ class Pool:
                 writer.write(data)
                 await writer.drain()
                 raw = await within(reader.readuntil(b"\r\n\r\n"), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 writer.close()
                 raise UpstreamError("timeout", "the model server did not answer in time") from None
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError) as exc:

@@ -16,29 +16,19 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
-from typing import Callable
 
 from deploy.lab import rootfs
 from deploy.lab.errors import LabError
+from deploy.lab.packages import repo_packages
 
-PACKAGES_FILE = Path(__file__).with_name("packages.txt")
 MOUNT_POINT = "/srv/citadel-repo"
 SOURCE_LINE = f"deb [trusted=yes] file:{MOUNT_POINT} ./"
 FORMAT_VERSION = 1
 
 Progress = Callable[[str], None]
-
-
-def package_list(path: Path = PACKAGES_FILE) -> list[str]:
-    """The package names in ``packages.txt``: one a line, ``#`` starts a comment."""
-    names: list[str] = []
-    for line in path.read_text().splitlines():
-        name = line.split("#", 1)[0].strip()
-        if name and name not in names:
-            names.append(name)
-    return names
 
 
 def cache_key(packages: list[str]) -> str:
@@ -47,13 +37,13 @@ def cache_key(packages: list[str]) -> str:
 
 
 def repo_path(packages: list[str] | None = None) -> Path:
-    packages = package_list() if packages is None else packages
+    packages = repo_packages() if packages is None else packages
     return rootfs.cache_root() / "apt-repo" / cache_key(packages)
 
 
 def ensure_repo(golden_tarball: Path, progress: Progress | None = None, packages: list[str] | None = None) -> Path:
     """Return the cached local apt repository directory, building it if it is missing."""
-    packages = package_list() if packages is None else packages
+    packages = repo_packages() if packages is None else packages
     target = repo_path(packages)
     if _complete(target):
         return target

@@ -2,7 +2,7 @@
 
 Prepared on the overlay before boot (hostname, user ``citadel`` with NOPASSWD sudo and the
 controller's key, a pinned ed25519 host key, the local apt repository as the only source),
-then booted detached with the flags measured in shared/notes/lab-hosts.md, each nspawn in its
+then booted detached with the flags measured in docs/lab-hosts.md, each nspawn in its
 own cgroup directories. Teardown kills by cgroup, so nothing escapes.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from deploy.lab import aptrepo, sshkeys
 from deploy.lab.errors import LabError
+from deploy.lab.ssh import ssh_command
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROPAGATE_DIR = Path("/run/systemd/nspawn/propagate")
@@ -203,23 +204,6 @@ def tcp_open(address: str, port: int = 22, timeout: float = 0.5) -> bool:
         return False
 
 
-def ssh_command(address: str, port: int, key: Path, known_hosts: Path, *command: str) -> list[str]:
-    return [
-        "ssh",
-        "-i", str(key),
-        "-p", str(port),
-        "-o", "BatchMode=yes",
-        "-o", "IdentitiesOnly=yes",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={known_hosts}",
-        "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", "ConnectTimeout=5",
-        "-o", "LogLevel=ERROR",
-        f"{USER}@{address}",
-        *command,
-    ]
-
-
 def wait_ready(
     host: str, address: str, pid: int, key: Path, known_hosts: Path, log: Path, timeout: float = 90.0
 ) -> None:
@@ -232,7 +216,7 @@ def wait_ready(
         if tcp_open(address, 22):
             try:
                 result = subprocess.run(
-                    ssh_command(address, 22, key, known_hosts, "true"),
+                    ssh_command(USER, address, 22, key, known_hosts, "true"),
                     stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
                 )
             except subprocess.TimeoutExpired:

@@ -62,7 +62,7 @@ def plan(lab_name: str, subnet: str, index: int) -> HostNet:
     try:
         network = ipaddress.ip_network(subnet)
     except ValueError as error:
-        raise LabError(f"the lab subnet {subnet!r} is not a valid IPv4 network ({error}); use e.g. 10.77.0.0/16.")
+        raise LabError(f"the lab subnet {subnet!r} is not a valid IPv4 network ({error}); use e.g. 10.77.0.0/16.") from error
     if network.version != 4 or network.prefixlen > 30:
         raise LabError(f"the lab subnet {subnet} must be an IPv4 network of /30 or larger, e.g. 10.77.0.0/16.")
     count = 2 ** (30 - network.prefixlen)

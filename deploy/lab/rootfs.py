@@ -13,26 +13,16 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from deploy.lab.errors import LabError
+from deploy.lab.packages import rootfs_packages
 
 RELEASE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-INCLUDE = (
-    "systemd",
-    "systemd-sysv",
-    "dbus",
-    "openssh-server",
-    "python3",
-    "iproute2",
-    "nftables",
-    "sudo",
-    "ca-certificates",
-    "procps",
-    "libpam-systemd",
-)
+# How a root filesystem is packed and unpacked: numeric owners, extended attributes (file capabilities) and ACLs kept.
+TAR = ("tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls")
 # Bump when the way the tarball is made changes, so old caches are not reused.
 FORMAT_VERSION = 1
 
@@ -46,7 +36,7 @@ def cache_root() -> Path:
 
 
 def cache_key() -> str:
-    text = f"v{FORMAT_VERSION}|{RELEASE}|{MIRROR}|{','.join(sorted(INCLUDE))}"
+    text = f"v{FORMAT_VERSION}|{RELEASE}|{MIRROR}|{','.join(sorted(rootfs_packages()))}"
     return f"{RELEASE}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
@@ -54,7 +44,8 @@ def tarball_path() -> Path:
     return cache_root() / "rootfs" / f"{cache_key()}.tar.zst"
 
 
-def _run(args: list[str], what: str, log: Path | None = None, **kwargs) -> None:
+def run(args: list[str], what: str, log: Path | None = None, **kwargs) -> None:
+    """Run one build step; when it fails, raise a LabError naming `what`, with the tail of `log` or of its output."""
     if log is not None:
         with open(log, "ab") as out:
             result = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **kwargs)
@@ -106,11 +97,11 @@ def _build_golden_tarball(target: Path, progress: Progress | None) -> Path:
         rootfs = work / "rootfs"
         log = target.parent / f"{cache_key()}.debootstrap.log"
         log.unlink(missing_ok=True)
-        _run(
+        run(
             [
                 "debootstrap",
                 "--variant=minbase",
-                "--include=" + ",".join(INCLUDE),
+                "--include=" + ",".join(rootfs_packages()),
                 RELEASE,
                 str(rootfs),
                 MIRROR,
@@ -121,23 +112,7 @@ def _build_golden_tarball(target: Path, progress: Progress | None) -> Path:
         _clean_rootfs(rootfs)
         say("packing the golden rootfs into the cache")
         partial = work / "rootfs.tar.zst"
-        _run(
-            [
-                "tar",
-                "--numeric-owner",
-                "--xattrs",
-                "--xattrs-include=*",
-                "--acls",
-                "-I",
-                "zstd -T0 -3",
-                "-C",
-                str(rootfs),
-                "-cf",
-                str(partial),
-                ".",
-            ],
-            "packing the golden rootfs",
-        )
+        run([*TAR, "-I", "zstd -T0 -3", "-C", str(rootfs), "-cf", str(partial), "."], "packing the golden rootfs")
         os.replace(partial, target)
         log.unlink(missing_ok=True)
     finally:
@@ -187,21 +162,6 @@ def extract(tarball: Path, dest: Path) -> Path:
     partial = dest.with_name(dest.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    _run(
-        [
-            "tar",
-            "--numeric-owner",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--acls",
-            "-I",
-            "zstd -T0",
-            "-C",
-            str(partial),
-            "-xpf",
-            str(tarball),
-        ],
-        f"extracting {tarball}",
-    )
+    run([*TAR, "-I", "zstd -T0", "-C", str(partial), "-xpf", str(tarball)], f"extracting {tarball}")
     os.replace(partial, dest)
     return dest

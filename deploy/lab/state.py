@@ -41,7 +41,7 @@ def load(name: str) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as error:
-        raise LabError(f"the lab state file {path} is unreadable ({error}); remove it by hand after checking.")
+        raise LabError(f"the lab state file {path} is unreadable ({error}); remove it by hand after checking.") from error
 
 
 def save(name: str, state: dict[str, Any]) -> None:

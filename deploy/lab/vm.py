@@ -31,24 +31,21 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
-from deploy.lab import rootfs
+from deploy.lab import rootfs, sshkeys
 from deploy.lab.errors import LabError
-
-
-if TYPE_CHECKING:
-    from deploy.lab import LabHost
+from deploy.lab.host import LabHost
+from deploy.lab.packages import vm_packages
+from deploy.lab.rootfs import MIRROR, RELEASE, cache_root, run
+from deploy.lab.ssh import known_hosts_line, ssh_command
 
 Progress = Callable[[str], None]
 
 NAME = "lab-vm"
 USER = "citadel"
 UID = GID = 1000
-RELEASE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
-PACKAGES_FILE = Path(__file__).with_name("vm_packages.txt")
 # Bump when the way the image is made changes, so old caches are not reused.
 FORMAT_VERSION = 1
 IMAGE_SIZE = "4G"
@@ -79,24 +76,8 @@ PORT_FILE = "port"
 # --- base image ------------------------------------------------------------------------------
 
 
-def package_list(path: Path = PACKAGES_FILE) -> list[str]:
-    """The packages debootstrap puts into the VM image: one a line, ``#`` starts a comment."""
-    names: list[str] = []
-    for line in path.read_text().splitlines():
-        name = line.split("#", 1)[0].strip()
-        if name and name not in names:
-            names.append(name)
-    return names
-
-
-def cache_root() -> Path:
-    """Where the lab's caches live: $CITADEL_CACHE_DIR or ~/.cache/citadel."""
-    override = os.environ.get("CITADEL_CACHE_DIR")
-    return Path(override) if override else Path.home() / ".cache" / "citadel"
-
-
 def cache_key(packages: list[str] | None = None) -> str:
-    packages = package_list() if packages is None else packages
+    packages = vm_packages() if packages is None else packages
     setup = "|".join((SEED_SCRIPT, SEED_UNIT, *INITRAMFS_MODULES))  # baked into the image
     text = f"v{FORMAT_VERSION}|{RELEASE}|{MIRROR}|{','.join(sorted(packages))}|{hashlib.sha256(setup.encode()).hexdigest()}"
     return f"{RELEASE}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
@@ -133,11 +114,11 @@ def ensure_image(progress: Progress | None = None) -> Path:
         log.unlink(missing_ok=True)
         try:
             root = work / "rootfs"
-            _run(
+            run(
                 [
                     "debootstrap",
                     "--variant=minbase",
-                    "--include=" + ",".join(package_list()),
+                    "--include=" + ",".join(vm_packages()),
                     RELEASE,
                     str(root),
                     MIRROR,
@@ -152,13 +133,13 @@ def ensure_image(progress: Progress | None = None) -> Path:
             _extract_boot_files(root, out)
             say("packing the VM image into an ext4 disk")
             raw = work / "base.raw"
-            _run(
+            run(
                 ["mkfs.ext4", "-q", "-F", "-L", "citadel-root", "-d", str(root), str(raw), IMAGE_SIZE],
                 "making the VM's ext4 image (mkfs.ext4 -d)",
                 log,
             )
             shutil.rmtree(root)
-            _run(
+            run(
                 ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out / "base.qcow2")],
                 "converting the VM image to qcow2",
                 log,
@@ -183,23 +164,9 @@ def _prune_old_images(keep: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _run(args: list[str], what: str, log: Path | None = None, env: dict[str, str] | None = None) -> None:
-    if log is not None:
-        with open(log, "ab") as out:
-            result = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
-        if result.returncode != 0:
-            tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-            raise LabError(f"{what} failed (exit {result.returncode}); log {log}:\n" + "\n".join(tail))
-        return
-    result = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip()[-2000:]
-        raise LabError(f"{what} failed (exit {result.returncode}): {detail}")
-
-
 def _chroot(root: Path, args: list[str], what: str, log: Path) -> None:
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8"}
-    _run(["chroot", str(root), *args], what, log, env=env)
+    run(["chroot", str(root), *args], what, log, env=env)
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -325,30 +292,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _host_key_helpers():
-    try:
-        from deploy.lab import sshkeys
-    except ImportError:  # pragma: no cover
-        return None
-    return sshkeys
-
-
 def _make_seed(seed: Path, controller_key: Path) -> str:
     """Write this boot's host key and authorized_keys into ``seed``; returns the pinned host key line."""
     pub = Path(str(controller_key) + ".pub")
     if not pub.is_file():
         raise LabError(f"the controller's public key {pub} is missing; the lab makes it with its key pair.")
-    pub_parts = pub.read_text().split()
     seed.mkdir(parents=True, exist_ok=True)
     os.chmod(seed, 0o700)
-    sshkeys = _host_key_helpers()
-    if sshkeys is not None:
-        host_key = sshkeys.generate_host_keys(seed)
-    else:  # pragma: no cover
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "citadel-lab-host",
-              "-f", str(seed / "ssh_host_ed25519_key")], "making the VM's host key")
-        host_key = " ".join((seed / "ssh_host_ed25519_key.pub").read_text().split()[:2])
-    (seed / "authorized_keys").write_text(f"{pub_parts[0]} {pub_parts[1]}\n")
+    host_key = sshkeys.generate_host_keys(seed)
+    (seed / "authorized_keys").write_text(sshkeys.public_key_line(controller_key) + "\n")
     return host_key
 
 
@@ -380,10 +332,8 @@ def _qemu_command(vm_dir: Path, image: Path, port: int, apt_repo: Path) -> list[
 
 def start_vm(
     lab_dir: Path, controller_key: Path, apt_repo: Path, progress: Callable[[str], None] | None = None
-) -> "LabHost":
+) -> LabHost:
     """Boot the lab VM (fresh, from the cached base image) and return it once SSH answers."""
-    from deploy.lab import LabHost
-
     say = progress or (lambda _text: None)
     if shutil.which("qemu-system-x86_64") is None:
         raise LabError("qemu-system-x86_64 was not found: install it with `apt-get install -y qemu-system-x86 qemu-utils`.")
@@ -400,7 +350,7 @@ def start_vm(
     try:
         vm_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(vm_dir, 0o700)
-        _run(
+        run(
             ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image / "base.qcow2"), str(vm_dir / OVERLAY)],
             "creating the VM's overlay disk",
         )
@@ -410,7 +360,7 @@ def start_vm(
         for attempt in range(5):  # the free port may be taken between choosing it and qemu binding it
             port = _free_port()
             (vm_dir / PORT_FILE).write_text(f"{port}\n")
-            known_hosts.write_text(f"[127.0.0.1]:{port} {host_key}\n")
+            known_hosts.write_text(known_hosts_line("127.0.0.1", port, host_key))
             log.unlink(missing_ok=True)
             started = time.monotonic()
             result = subprocess.run(
@@ -440,23 +390,6 @@ def start_vm(
     )
 
 
-def _ssh_command(port: int, key: Path, known_hosts: Path, *remote: str) -> list[str]:
-    return [
-        "ssh",
-        "-i", str(key),
-        "-p", str(port),
-        "-o", "BatchMode=yes",
-        "-o", "IdentitiesOnly=yes",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={known_hosts}",
-        "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", "ConnectTimeout=10",
-        "-o", "LogLevel=ERROR",
-        f"{USER}@127.0.0.1",
-        *remote,
-    ]
-
-
 def _ssh_timeout() -> float:
     override = os.environ.get("CITADEL_VM_SSH_TIMEOUT")
     if override:
@@ -477,7 +410,7 @@ def _wait_for_ssh(lab_dir: Path, port: int, key: Path, known_hosts: Path, starte
             raise LabError(f"the lab VM stopped while booting; see its console log {log}.")
         try:
             result = subprocess.run(
-                _ssh_command(port, key, known_hosts, "true"),
+                ssh_command(USER, "127.0.0.1", port, key, known_hosts, "true", connect_timeout=10),
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -555,27 +488,25 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def _signal_and_wait(pids: list[int], signum: int, seconds: float = 10) -> None:
+    """Send `signum` to those of `pids` still alive, then wait up to `seconds` until none is."""
+    for pid in pids:
+        if _alive(pid):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + seconds
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def stop_vm(lab_dir: Path) -> None:
     """Kill the VM's qemu and remove its run files under lab_dir/vm (the cached image stays)."""
     vm_dir = _vm_dir(lab_dir)
     pids = _qemu_pids(vm_dir)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in pids:
-        if _alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _signal_and_wait(pids, signal.SIGTERM)
+    _signal_and_wait(pids, signal.SIGKILL)
     still = [p for p in pids if _alive(p)]
     if still:
         raise LabError(f"the lab VM's qemu (pid {', '.join(map(str, still))}) did not stop; kill it by hand.")

@@ -34,7 +34,7 @@ KV_PREFIX = "gpu/models"  # shared with deploy.secrets.transit, which rewraps th
 @contextmanager
 def vault_step(what: str):
     """Turn an hvac or connection failure into a VaultError naming the step, never a value."""
-    import hvac
+    import hvac  # heavy: imported late, so `citadel --help` stays fast
     import requests
 
     try:
@@ -60,7 +60,7 @@ def _secret_bytes(b64: str) -> bytes:
 class TransitSigner:
     """A :class:`citadel_runtime.sealed_sign.Signer` backed by transit ``sign_data`` (pinned version)."""
 
-    def __init__(self, keys: "Keys", version: int, public_key_pem: bytes):
+    def __init__(self, keys: Keys, version: int, public_key_pem: bytes):
         self._keys, self.version, self.public_key_pem = keys, version, public_key_pem
 
     def sign(self, message: bytes) -> bytes:

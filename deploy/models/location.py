@@ -48,7 +48,7 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
 def new_revision() -> str:
     """A default revision: the UTC time, sortable (``20250101T120000Z``)."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def revisions(root: Path, name: str | None = None, revision: str | None = None) -> list[tuple[str, str, Path]]:

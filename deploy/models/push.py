@@ -24,14 +24,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from citadel_runtime.layout import MODEL_STORE
 from deploy.models import ModelError
+from inventory.known_hosts import write_known_hosts
 
-from roles.model_store.paths import HOST_STORE
 PARTIAL_DIR = ".citadel-partial"
 
 
 def host_dir(name: str, revision: str) -> str:
-    return f"{HOST_STORE}/{name}/{revision}"
+    return f"{MODEL_STORE}/{name}/{revision}"
 
 
 def assignments(site, hosts: list[str] | None = None, models: list[str] | None = None) -> dict[str, list[tuple[str, str]]]:
@@ -83,8 +84,6 @@ def sync_directory(site, host: str, source: Path, destination: str, known_hosts:
 def push_models(site, store: Path, hosts: list[str] | None = None, models: list[str] | None = None,
                 progress=None) -> dict[str, list[str]]:
     """Push; returns {host: [what was done]}. Raises ModelError naming every host that failed."""
-    from deploy.runner import _known_hosts_file  # the deploy's pinned keys, one file
-
     if shutil.which("rsync") is None:
         raise ModelError("model push needs rsync on this machine (apt-get install rsync)", exit_code=1)
     progress = progress or (lambda text: None)
@@ -97,7 +96,7 @@ def push_models(site, store: Path, hosts: list[str] | None = None, models: list[
     done: dict[str, list[str]] = {}
     failed: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="citadel-push-") as scratch:
-        known_hosts = _known_hosts_file(site, list(plan), Path(scratch))
+        known_hosts = write_known_hosts(site, list(plan), Path(scratch))  # the deploy's pinned keys
         for host, chosen in plan.items():
             for model, revision in chosen:
                 progress(f"{host}: {model}/{revision}")

@@ -62,7 +62,7 @@ def _command(group: str, finishing: bool = False) -> str:
 
 
 def accessors(store: Store, group: str) -> list[str]:
-    import hvac
+    import hvac  # heavy: imported late, so `citadel --help` stays fast
 
     try:
         listed = store.client.auth.approle.list_secret_id_accessors(policy_name(group), mount_point=APPROLE_MOUNT)
@@ -73,7 +73,7 @@ def accessors(store: Store, group: str) -> list[str]:
 
 def secret_ids(store: Store, group: str) -> list[SecretId]:
     """Every live secret-id of the group's role, oldest first."""
-    import hvac
+    import hvac  # heavy: imported late, so `citadel --help` stays fast
 
     found = []
     for accessor in accessors(store, group):

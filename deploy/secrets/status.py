@@ -20,8 +20,8 @@ import datetime as dt
 
 from deploy.secrets import approle, client_keys, internal_key, overlap, tls, transit
 from deploy.secrets.store import Store, now, parse_time
-from deploy.vault.bootstrap import APPROLE_MOUNT, TRANSIT_KEYS
-from deploy.vault.policies import GROUPS, policy_name
+from deploy.vault.bootstrap import TRANSIT_KEYS
+from deploy.vault.policies import GROUPS
 
 # Which host groups hold (or use) each kind of secret: "where it is deployed".
 GROUPS_OF = {
@@ -106,7 +106,7 @@ def key_version_times(info: dict) -> dict[int, dt.datetime]:
         if isinstance(value, dict):
             stamp = parse_time(value.get("creation_time"))
         else:
-            stamp = dt.datetime.fromtimestamp(int(value), dt.timezone.utc)
+            stamp = dt.datetime.fromtimestamp(int(value), dt.UTC)
         if stamp:
             times[int(version)] = stamp
     return times
@@ -178,7 +178,7 @@ def _tls_rows(store, site, when, max_age) -> list[dict]:
 
 
 def _ca_rows(store, site, when, max_age) -> list[dict]:
-    from cryptography import x509
+    from cryptography import x509  # heavy: imported late, so `citadel --help` stays fast
 
     mount = site.vault.pki_mount
     issuer = store.client.read(f"{mount}/issuer/default")

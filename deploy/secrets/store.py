@@ -32,7 +32,7 @@ TRAIL_PREFIX = "admin/trail"
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def stamp(when: dt.datetime | None = None) -> str:
@@ -44,7 +44,7 @@ def parse_time(text: str | None) -> dt.datetime | None:
     if not text:
         return None
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 class Store:
@@ -57,7 +57,7 @@ class Store:
 
     def read(self, path: str) -> tuple[dict | None, int]:
         """(data, version) at `path`; (None, 0) when nothing is there."""
-        import hvac
+        import hvac  # heavy: imported late, so `citadel --help` stays fast
 
         try:
             response = self.client.secrets.kv.v2.read_secret_version(
@@ -73,7 +73,7 @@ class Store:
         return int(response["data"]["version"])
 
     def list(self, prefix: str) -> list[str]:
-        import hvac
+        import hvac  # heavy: imported late, so `citadel --help` stays fast
 
         try:
             return sorted(self.client.secrets.kv.v2.list_secrets(prefix, mount_point=self.mount)["data"]["keys"])
@@ -106,7 +106,7 @@ class Store:
         entry = {"kind": kind, "name": name, "action": action, "at": stamp(), "by": self.actor(), **details}
         # Time to the microsecond first, so the listing sorts chronologically even for
         # records made within one second; a random tail keeps keys unique.
-        precise = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        precise = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         key = f"{precise}-{kind}-{name}-{pysecrets.token_hex(3)}"
         self.write(f"{TRAIL_PREFIX}/{key}", entry, 0)
         return entry
@@ -124,7 +124,7 @@ def vault_errors(secret: str, rerun: str):
     Messages name the secret and the command, never a value: hvac's text is the server's
     error list, which names paths and reasons only.
     """
-    import hvac
+    import hvac  # heavy: imported late, so `citadel --help` stays fast
     import requests
 
     again = f"re-run `{rerun}` (it resumes where it stopped)"

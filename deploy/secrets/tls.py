@@ -58,7 +58,7 @@ class Certificates:
         self._seen: dict[str, dict | None] = {}
 
     def _info(self, serial: str) -> dict | None:
-        from cryptography import x509
+        from cryptography import x509  # heavy: imported late, so `citadel --help` stays fast
         from cryptography.x509.oid import NameOID
 
         if serial not in self._seen:
@@ -76,7 +76,7 @@ class Certificates:
         return self._seen[serial]
 
     def all(self) -> list[dict]:
-        import hvac
+        import hvac  # heavy: imported late, so `citadel --help` stays fast
 
         try:
             serials = self.client.list(f"{self.mount}/certs")["data"]["keys"]

@@ -33,6 +33,8 @@ import ipaddress
 import socket
 from dataclasses import asdict, dataclass, field
 
+from deploy.secrets import audit_key, client_keys, internal_key, tls, vllm_key
+from deploy.secrets.store import Store
 from deploy.vault import VaultError
 from deploy.vault.policies import GROUPS, check, policy_name, policy_text, render
 
@@ -374,9 +376,6 @@ class Bootstrapper:
         get its files: the internal model-server key (version 1) and each group's TLS
         rotation counter (generation 1) are made here, never replaced (rotation does that).
         """
-        from deploy.secrets import audit_key, client_keys, internal_key, tls, vllm_key
-        from deploy.secrets.store import Store
-
         store = Store(self.client, self.vault.kv_mount)
         fresh_mount = self.vault.kv_mount in self.new_mounts
         if fresh_mount or not internal_key.read_pair(store):
@@ -434,7 +433,7 @@ def _same(key: str, have, want) -> bool:
 
 def bootstrap(client, site, dry_run: bool = False) -> Report:
     """Bring the server `client` talks to in line with `site`; see the module docstring."""
-    import hvac
+    import hvac  # heavy: imported late, so `citadel --help` stays fast
     import requests
 
     try:

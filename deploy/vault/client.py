@@ -128,7 +128,7 @@ def resolve(vault=None, token_file: Path | None = None, env: Mapping[str, str] |
 
 def connect(settings: Settings, timeout: float = 30):
     """An authenticated hvac.Client, after checking the server answers and accepts the token."""
-    import hvac
+    import hvac  # heavy: imported late, so `citadel --help` stays fast
     import requests
 
     client = hvac.Client(

@@ -48,7 +48,7 @@ def needs_new_certificate(
     """True when any file is missing, the server certificate expires soon or lacks one of `addresses`."""
     if not (paths.ca_file.exists() and paths.cert_file.exists() and paths.key_file.exists()):
         return True
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     cert = x509.load_pem_x509_certificate(paths.cert_file.read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     have = {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
@@ -76,7 +76,7 @@ def write_private(path: Path, data: bytes) -> None:
 def write_tls(directory: Path, host: str = "127.0.0.1", also: tuple[str, ...] = ()) -> TLSPaths:
     """Make a fresh CA and a server certificate for `host` (and the addresses `also`)."""
     paths = tls_paths(directory)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Citadel lab Vault CA (not for production)")])
     ca_cert = (

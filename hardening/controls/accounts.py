@@ -12,22 +12,22 @@ uses sudo without a password. That NOPASSWD rule is the one exception to acct-su
 the role records the deploy user of the inventory (``site.ssh_for(host).user``) in
 /etc/citadel/deploy-user, and the check exempts sudoers rules for that user only.
 
-Check kinds of this module (ConfigValue, Lines, SudoDefault, Offenders) subclass
-``hardening.checks.Command``: the catalog's check union is closed, and a subclass validates as
-a Command while keeping its own script() and evaluate().
+The tables' row types (Setting, LoginDefsSetting, PamRule, StateRule) are ``hardening.rows.Row``
+subclasses; their check kinds (ConfigValue, Lines, SudoDefault, Offenders) live in
+``hardening/checks/accounts.py``.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field
-
-from hardening.checks import Command, FileContent, FileMode, Verdict
+from hardening.checks import Check, FileContent, FileMode
+from hardening.checks.accounts import ConfigValue, Lines, Offenders, SudoDefault
 from hardening.model import Control, References
+from hardening.rows import Row, controls_of
 
 # --- constants shared with the role ----------------------------------------------------------
 
@@ -65,254 +65,36 @@ THREATS = ["T9", "T10"]
 _SUDOERS_FILES = "/etc/sudoers /etc/sudoers.d/*"
 
 
-# --- check kinds -----------------------------------------------------------------------------
+# --- the area's row types share its threats ------------------------------------------------
 
 
-class _AccountsCheck(Command):
-    """Base of this module's check kinds (a Command by type, with its own script/evaluate)."""
+@dataclass(frozen=True, kw_only=True)
+class AccountsRow(Row):
+    """A row of this area: its controls answer stolen or guessed credentials (T9, T10)."""
 
-    command: str = ""
-    describe: str = ""
-
-    def script(self) -> str:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-def _shell_paths(paths: list[str]) -> str:
-    """Quote plain paths; leave glob patterns (fixed strings of this module) to the shell."""
-    return " ".join(p if "*" in p else shlex.quote(p) for p in paths)
-
-
-class ConfigValue(_AccountsCheck):
-    """The effective value of `key` in key/value files read in order (later assignments win).
-
-    ``style`` is ``space`` (``KEY value``, login.defs) or ``equals`` (``key = value``;
-    a bare ``key`` is a flag). ``default`` is the program's value when the key is absent.
-    """
-
-    paths: list[str]
-    key: str
-    style: Literal["space", "equals"]
-    op: Literal["eq", "range", "zero_or_min", "flag", "umask", "path"]
-    values: list[str] = Field(default_factory=list)  # eq: allowed values; umask: the required mask
-    low: int | None = None
-    high: int | None = None
-    default: str | None = None
-
-    def script(self) -> str:
-        pattern = shlex.quote(rf"^[[:space:]]*{self.key}([[:space:]]|=|$)")
-        return f"for f in {_shell_paths(self.paths)}; do [ -f \"$f\" ] && grep -E {pattern} \"$f\"; done; echo @@end"
-
-    def value_of(self, evidence: str) -> str | None:
-        """The last assignment's value ('' for a bare flag), or None when the key is absent."""
-        value = None
-        for line in evidence.splitlines():
-            line = line.strip()
-            if not line or line.startswith("@@"):
-                continue
-            if self.style == "space":
-                parts = line.split(None, 1)
-                value = parts[1].strip() if len(parts) > 1 else ""
-            else:
-                value = line.split("=", 1)[1].strip() if "=" in line else ""
-        return value
-
-    def judge(self, value: str | None) -> bool:
-        if self.op == "flag":
-            return value is not None
-        if value is None:
-            value = self.default
-        if value is None:
-            return False
-        value = value.strip().strip('"')
-        if self.op == "eq":
-            return value in self.values
-        if self.op == "path":
-            entries = value.removeprefix("PATH=").split(":")
-            return value.startswith("PATH=") and all(e.startswith("/") for e in entries)
-        if self.op == "umask":
-            if not re.fullmatch(r"[0-7]{3,4}", value):
-                return False
-            mask = int(self.values[0], 8)
-            return int(value, 8) & mask == mask
-        if not re.fullmatch(r"-?\d+", value):
-            return False
-        number = int(value)
-        if self.op == "zero_or_min":
-            return number == 0 or number >= (self.low or 0)
-        return (self.low is None or number >= self.low) and (self.high is None or number <= self.high)
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
-        if "@@end" not in evidence:
-            return Verdict("error", f"could not read {self.key}: {evidence.strip()[:200]!r}")
-        value = self.value_of(evidence)
-        shown = "absent" if value is None else ("set" if value == "" else value)
-        if value is None and self.default is not None and self.op != "flag":
-            shown = f"absent (default {self.default})"
-        where = ", ".join(self.paths)
-        if self.judge(value):
-            return Verdict("pass", f"{self.key}: {shown} ({where})")
-        return Verdict("fail", f"{self.key}: {shown}, expected {self.want()} ({where})")
-
-    def want(self) -> str:
-        if self.op == "eq":
-            return " or ".join(self.values)
-        if self.op == "flag":
-            return "the flag set"
-        if self.op == "path":
-            return "only absolute directories (no '.', no empty entry)"
-        if self.op == "umask":
-            return f"a umask at least as strict as {self.values[0]}"
-        if self.op == "zero_or_min":
-            return f"0 (until an administrator unlocks) or at least {self.low}"
-        if self.low is not None and self.high is not None:
-            return f"between {self.low} and {self.high}"
-        return f"at least {self.low}" if self.low is not None else f"at most {self.high}"
-
-
-class Lines(_AccountsCheck):
-    """Non-comment lines of files: each `required` (path, regex) matches a line of that file,
-    no `forbidden` one matches any. Regexes are Python's, judged here, not on the host."""
-
-    required: list[tuple[str, str]] = Field(default_factory=list)
-    forbidden: list[tuple[str, str]] = Field(default_factory=list)
-
-    def paths(self) -> list[str]:
-        return list(dict.fromkeys(p for p, _ in self.required + self.forbidden))
-
-    def script(self) -> str:
-        parts = []
-        for path in self.paths():
-            q = shlex.quote(path)
-            parts.append(f"echo '@@file {path}'; if [ -f {q} ]; then grep -v '^[[:space:]]*#' {q}; else echo '@@missing'; fi")
-        return "; ".join(parts) + "; echo @@end"
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
-        if "@@end" not in evidence:
-            return Verdict("error", f"could not read {', '.join(self.paths())}")
-        content: dict[str, list[str]] = {}
-        current = None
-        for line in evidence.splitlines():
-            if line.startswith("@@file "):
-                current = line[len("@@file "):]
-                content[current] = []
-            elif line == "@@missing" and current is not None:
-                content.pop(current, None)
-                current = None
-            elif current is not None and not line.startswith("@@"):
-                content[current].append(line)
-        problems = []
-        for path, regex in self.required:
-            if path not in content:
-                problems.append(f"{path} is missing")
-            elif not any(re.search(regex, line) for line in content[path]):
-                problems.append(f"{path}: no line matches {regex!r}")
-        for path, regex in self.forbidden:
-            for line in content.get(path, []):
-                if re.search(regex, line):
-                    problems.append(f"{path}: unwanted line {line.strip()[:150]!r}")
-                    break
-        if problems:
-            return Verdict("fail", "; ".join(dict.fromkeys(problems)))
-        return Verdict("pass", f"{self.describe}: {', '.join(self.paths())}")
-
-
-class SudoDefault(_AccountsCheck):
-    """The effective value of a sudo `Defaults` option across /etc/sudoers and /etc/sudoers.d
-    (read in sudo's order; the last setting wins). ``op``: ``on`` (a boolean flag), ``eq``,
-    ``range`` (an integer between low and high)."""
-
-    option: str
-    op: Literal["on", "eq", "range"]
-    values: list[str] = Field(default_factory=list)
-    low: int | None = None
-    high: int | None = None
-    default: str | None = None
-
-    def script(self) -> str:
-        # sudo reads sudoers.d files in lexical order and skips names with a '.' or ending in '~'.
-        return (
-            "cat /etc/sudoers; for f in /etc/sudoers.d/*; do case \"${f##*/}\" in *.*|*~) continue;; esac; "
-            "[ -f \"$f\" ] && cat \"$f\"; done; echo @@end"
-        )
-
-    def value_of(self, evidence: str) -> str | None:
-        value = None
-        for line in evidence.splitlines():
-            line = line.split("#", 1)[0].strip() if not line.strip().startswith("#include") else ""
-            match = re.match(r"^Defaults(?:[:@!>]\S+)?\s+(.*)$", line)
-            if not match:
-                continue
-            # Options are comma-separated; commas inside double quotes do not split.
-            for option in re.findall(r'(?:[^,"]|"[^"]*")+', match.group(1)):
-                option = option.strip()
-                name = re.split(r"\s*[+-]?=\s*", option, maxsplit=1)[0]
-                if name == self.option:
-                    value = option.split("=", 1)[1].strip().strip('"') if "=" in option else "on"
-                elif name == "!" + self.option:
-                    value = "off"
-        return value
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
-        if "@@end" not in evidence:
-            return Verdict("error", f"could not read the sudoers files: {evidence.strip()[:200]!r}")
-        value = self.value_of(evidence)
-        effective = self.default if value is None else value
-        if self.op == "on":
-            ok = effective == "on"
-        elif self.op == "eq":
-            ok = effective in self.values
-        else:
-            ok = effective is not None and bool(re.fullmatch(r"-?\d+", effective)) and (
-                (self.low is None or int(effective) >= self.low) and (self.high is None or int(effective) <= self.high)
-            )
-        shown = f"{self.option} = {effective}" + (" (default)" if value is None else "")
-        return Verdict("pass" if ok else "fail", f"sudo {shown}" + ("" if ok else f"; {self.describe}"))
-
-
-class Offenders(_AccountsCheck):
-    """A read-only script prints one offender per line (first word: what to fix), then
-    ``@@end``. It passes when it ran to the end and named nobody. The role runs the same
-    script as a fact and fixes exactly the offenders it names."""
-
-    script_text: str
-
-    def script(self) -> str:
-        return f"{{ {self.script_text.strip()}\n}}; echo @@end"
-
-    def offenders(self, evidence: str) -> list[str]:
-        return [line.strip() for line in evidence.splitlines() if line.strip() and not line.startswith("@@")]
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
-        if "@@end" not in evidence.splitlines():
-            return Verdict("error", f"the check did not complete: {evidence.strip()[:200]!r}")
-        found = self.offenders(evidence)
-        if found:
-            return Verdict("fail", f"{self.describe}: " + "; ".join(found)[:300])
-        return Verdict("pass", f"{self.describe}: none")
+    threats: Sequence[str] = tuple(THREATS)
 
 
 # --- key/value settings: login.defs, useradd defaults, pwquality, faillock ------------------
 
 
-@dataclass(frozen=True)
-class Setting:
-    id: str
+@dataclass(frozen=True, kw_only=True)
+class Setting(AccountsRow):
+    """One key of a key/value file: the role writes `write`, the check judges the effective
+    value with `op` (ConfigValue's values, low, high, default), the break writes `break_value`."""
+
     path: str
     key: str
     write: str  # the value the role writes ('' for a flag)
-    check: dict  # ConfigValue arguments: op, values, low, high, default
-    title: str
-    rationale: str
-    severity: str
-    hipaa: list[str]
-    nist: list[str]
-    cis: list[str]
-    devsec: list[str]
+    op: Literal["eq", "range", "zero_or_min", "flag", "umask", "path"]
+    values: Sequence[str] = ()  # eq: allowed values; umask: the required mask
+    low: int | None = None
+    high: int | None = None
+    default: str | None = None  # the program's value when the key is absent
     break_value: str | None  # None: the break deletes the key (flags)
 
     @property
-    def style(self) -> str:
+    def style(self) -> Literal["space", "equals"]:
         return "space" if self.path == LOGIN_DEFS else "equals"
 
     @property
@@ -335,114 +117,161 @@ class Setting:
             return rf"^[[:space:]]*{self.key}([[:space:]].*)?$"
         return rf"^[[:space:]]*{self.key}([[:space:]]*=.*|[[:space:]]*)$"
 
+    def make_check(self) -> Check:
+        return ConfigValue(
+            paths=self.read_paths, key=self.key, style=self.style, describe=self.title, op=self.op,
+            values=list(self.values), low=self.low, high=self.high, default=self.default,
+        )
 
-def _ld(id, key, write, check, title, rationale, severity, hipaa, nist, cis, devsec, break_value):
-    return Setting(id, LOGIN_DEFS, key, write, check, title, rationale, severity, hipaa, nist, cis, devsec, break_value)
+    def make_break(self) -> str:
+        if self.break_value is None:
+            return f"sed -i -E '/^[[:space:]]*{re.escape(self.key)}[[:space:]]*$/d' {self.path}"
+        return f"sed -i -E 's#{self.match()}#{self.line(self.break_value)}#' {self.path}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoginDefsSetting(Setting):
+    """A key of /etc/login.defs (``KEY<tab>value``)."""
+
+    path: str = LOGIN_DEFS
 
 
 SETTINGS: list[Setting] = [
-    _ld("acct-pass-max-days", "PASS_MAX_DAYS", "365", {"op": "range", "low": 1, "high": 365},
-        "New accounts' passwords expire within 365 days",
-        "A password that never expires stays valid for an attacker who phished it years ago; on a host holding "
-        "patient data every credential needs a bounded life. (dev-sec os-05 asks 60; CIS allows 365, which the "
-        "check accepts as the upper bound.)", "medium", AUTHN, ["IA-5(1)"], ["5.4.1.1"], ["os-05"], "99999"),
-    _ld("acct-pass-min-days", "PASS_MIN_DAYS", "7", {"op": "range", "low": 1},
-        "Passwords cannot be changed again the same day",
-        "Without a minimum age a user can cycle through the password history in minutes and reuse the old "
-        "password, defeating pam_pwhistory.", "low", AUTHN, ["IA-5(1)"], ["5.4.1.2"], ["os-05"], "0"),
-    _ld("acct-pass-warn-age", "PASS_WARN_AGE", "7", {"op": "range", "low": 7},
-        "Users are warned 7 days before their password expires",
-        "Warned users change their password in time instead of being locked out of a clinical service or "
-        "asking for an insecure emergency reset.", "low", AUTHN, ["IA-5(1)"], ["5.4.1.3"], ["os-05"], "1"),
-    _ld("acct-login-defs-umask", "UMASK", UMASK, {"op": "umask", "values": [UMASK]},
-        "login.defs sets the default umask 027 (no access for others)",
-        "Files users create (exported reports, prompts saved for debugging, model outputs) must not be readable "
-        "by every other account on a host that processes patient data.", "medium", ACCESS, ["AC-3", "AC-6"],
-        ["5.4.3.3"], ["os-05"], "022"),
-    _ld("acct-encrypt-method", "ENCRYPT_METHOD", "YESCRYPT", {"op": "eq", "values": ["YESCRYPT", "SHA512"]},
-        "Passwords set with chpasswd/newusers are hashed with yescrypt or SHA-512",
-        "A stolen /etc/shadow hashed with MD5 or DES is cracked in hours; yescrypt and SHA-512 crypt make "
-        "offline guessing of administrators' passwords expensive.", "high", AUTHN, ["IA-5(1)", "SC-13"],
-        ["5.4.1.4"], ["os-05"], "MD5"),
-    _ld("acct-login-retries", "LOGIN_RETRIES", "5", {"op": "range", "low": 1, "high": 5},
-        "Console logins allow at most 5 attempts per session",
-        "Bounds password guessing at the console of a host in a shared hospital machine room.", "low", AUTHN,
-        ["AC-7"], [], ["os-05"], "20"),
-    _ld("acct-login-timeout", "LOGIN_TIMEOUT", "60", {"op": "range", "low": 1, "high": 60},
-        "Console logins time out after 60 seconds",
-        "An abandoned half-finished login must not hold a session open at an unattended console.", "low", AUTHN,
-        ["AC-7", "AC-12"], [], ["os-05"], "600"),
-    _ld("acct-login-defs-supath", "ENV_SUPATH", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        {"op": "path"}, "su gives root a PATH of absolute system directories only",
-        "A '.' or empty entry in root's PATH runs a planted program from whatever directory root is in: a "
-        "local privilege escalation to everything on the host.", "high", ACCESS, ["CM-6", "AC-6"], ["5.4.2.5"],
-        ["os-04", "os-05"], "PATH=.:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-    _ld("acct-login-defs-path", "ENV_PATH", "PATH=/usr/local/bin:/usr/bin:/bin", {"op": "path"},
-        "Login gives users a PATH of absolute system directories only",
-        "A '.' or empty PATH entry lets another user's planted file run as whoever logs in, including an "
-        "administrator about to use sudo.", "medium", ACCESS, ["CM-6"], [], ["os-04", "os-05"],
-        "PATH=/usr/local/bin:/usr/bin:/bin::"),
-    Setting("acct-inactive-lock", USERADD_DEFAULTS, "INACTIVE", "45", {"op": "range", "low": 0, "high": 45},
-            "New accounts lock 45 days after their password expires",
-            "Accounts of staff who left or rotated off the project must not stay usable indefinitely.", "low",
-            UNIQUE_ID, ["AC-2(3)"], ["5.4.1.5"], [], "-1"),
+    LoginDefsSetting(
+        id="acct-pass-max-days", key="PASS_MAX_DAYS", write="365", op="range", low=1, high=365, break_value="99999",
+        title="New accounts' passwords expire within 365 days",
+        rationale="A password that never expires stays valid for an attacker who phished it years ago; on a host "
+                  "holding patient data every credential needs a bounded life. (dev-sec os-05 asks 60; CIS allows "
+                  "365, which the check accepts as the upper bound.)",
+        severity="medium", hipaa=AUTHN, nist=["IA-5(1)"], cis=["5.4.1.1"], devsec=["os-05"],
+    ),
+    LoginDefsSetting(
+        id="acct-pass-min-days", key="PASS_MIN_DAYS", write="7", op="range", low=1, break_value="0",
+        title="Passwords cannot be changed again the same day",
+        rationale="Without a minimum age a user can cycle through the password history in minutes and reuse the "
+                  "old password, defeating pam_pwhistory.",
+        severity="low", hipaa=AUTHN, nist=["IA-5(1)"], cis=["5.4.1.2"], devsec=["os-05"],
+    ),
+    LoginDefsSetting(
+        id="acct-pass-warn-age", key="PASS_WARN_AGE", write="7", op="range", low=7, break_value="1",
+        title="Users are warned 7 days before their password expires",
+        rationale="Warned users change their password in time instead of being locked out of a clinical service or "
+                  "asking for an insecure emergency reset.",
+        severity="low", hipaa=AUTHN, nist=["IA-5(1)"], cis=["5.4.1.3"], devsec=["os-05"],
+    ),
+    LoginDefsSetting(
+        id="acct-login-defs-umask", key="UMASK", write=UMASK, op="umask", values=[UMASK], break_value="022",
+        title="login.defs sets the default umask 027 (no access for others)",
+        rationale="Files users create (exported reports, prompts saved for debugging, model outputs) must not be "
+                  "readable by every other account on a host that processes patient data.",
+        severity="medium", hipaa=ACCESS, nist=["AC-3", "AC-6"], cis=["5.4.3.3"], devsec=["os-05"],
+    ),
+    LoginDefsSetting(
+        id="acct-encrypt-method", key="ENCRYPT_METHOD", write="YESCRYPT", op="eq", values=["YESCRYPT", "SHA512"],
+        break_value="MD5",
+        title="Passwords set with chpasswd/newusers are hashed with yescrypt or SHA-512",
+        rationale="A stolen /etc/shadow hashed with MD5 or DES is cracked in hours; yescrypt and SHA-512 crypt make "
+                  "offline guessing of administrators' passwords expensive.",
+        severity="high", hipaa=AUTHN, nist=["IA-5(1)", "SC-13"], cis=["5.4.1.4"], devsec=["os-05"],
+    ),
+    LoginDefsSetting(
+        id="acct-login-retries", key="LOGIN_RETRIES", write="5", op="range", low=1, high=5, break_value="20",
+        title="Console logins allow at most 5 attempts per session",
+        rationale="Bounds password guessing at the console of a host in a shared hospital machine room.",
+        severity="low", hipaa=AUTHN, nist=["AC-7"], devsec=["os-05"],
+    ),
+    LoginDefsSetting(
+        id="acct-login-timeout", key="LOGIN_TIMEOUT", write="60", op="range", low=1, high=60, break_value="600",
+        title="Console logins time out after 60 seconds",
+        rationale="An abandoned half-finished login must not hold a session open at an unattended console.",
+        severity="low", hipaa=AUTHN, nist=["AC-7", "AC-12"], devsec=["os-05"],
+    ),
+    LoginDefsSetting(
+        id="acct-login-defs-supath", key="ENV_SUPATH",
+        write="PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", op="path",
+        break_value="PATH=.:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        title="su gives root a PATH of absolute system directories only",
+        rationale="A '.' or empty entry in root's PATH runs a planted program from whatever directory root is in: a "
+                  "local privilege escalation to everything on the host.",
+        severity="high", hipaa=ACCESS, nist=["CM-6", "AC-6"], cis=["5.4.2.5"], devsec=["os-04", "os-05"],
+    ),
+    LoginDefsSetting(
+        id="acct-login-defs-path", key="ENV_PATH", write="PATH=/usr/local/bin:/usr/bin:/bin", op="path",
+        break_value="PATH=/usr/local/bin:/usr/bin:/bin::",
+        title="Login gives users a PATH of absolute system directories only",
+        rationale="A '.' or empty PATH entry lets another user's planted file run as whoever logs in, including an "
+                  "administrator about to use sudo.",
+        severity="medium", hipaa=ACCESS, nist=["CM-6"], devsec=["os-04", "os-05"],
+    ),
+    Setting(
+        id="acct-inactive-lock", path=USERADD_DEFAULTS, key="INACTIVE", write="45", op="range", low=0, high=45,
+        break_value="-1",
+        title="New accounts lock 45 days after their password expires",
+        rationale="Accounts of staff who left or rotated off the project must not stay usable indefinitely.",
+        severity="low", hipaa=UNIQUE_ID, nist=["AC-2(3)"], cis=["5.4.1.5"],
+    ),
     # Password quality (pam_pwquality reads pwquality.conf.d/*.conf first, then pwquality.conf).
-    Setting("acct-pwquality-minlen", PWQUALITY, "minlen", "14", {"op": "range", "low": 14},
-            "New passwords have at least 14 characters",
-            "Length is what makes a password resist offline cracking of a stolen shadow file.", "high", AUTHN,
-            ["IA-5(1)"], ["5.3.3.2.2"], [], "8"),
-    Setting("acct-pwquality-minclass", PWQUALITY, "minclass", "3", {"op": "range", "low": 3, "high": 4},
-            "New passwords mix at least 3 character classes",
-            "Single-class passwords fall to small dictionaries and masks.", "medium", AUTHN, ["IA-5(1)"],
-            ["5.3.3.2.3"], [], "1"),
-    Setting("acct-pwquality-difok", PWQUALITY, "difok", "2", {"op": "range", "low": 2},
-            "A new password differs from the old one in at least 2 characters",
-            "Changing one character of a leaked password does not make it a new secret.", "low", AUTHN,
-            ["IA-5(1)"], ["5.3.3.2.1"], [], "0"),
-    Setting("acct-pwquality-maxrepeat", PWQUALITY, "maxrepeat", "3", {"op": "range", "low": 1, "high": 3, "default": "0"},
-            "New passwords repeat a character at most 3 times in a row",
-            "Padding like 'aaaaaaaa' satisfies length rules without adding strength.", "low", AUTHN, ["IA-5(1)"],
-            ["5.3.3.2.4"], [], "0"),
-    Setting("acct-pwquality-dictcheck", PWQUALITY, "dictcheck", "1", {"op": "eq", "values": ["1"], "default": "1"},
-            "New passwords are checked against the cracklib dictionary",
-            "Dictionary words are the first thing any password cracker tries.", "medium", AUTHN, ["IA-5(1)"],
-            ["5.3.3.2.6"], [], "0"),
-    Setting("acct-pwquality-enforce-root", PWQUALITY, "enforce_for_root", "", {"op": "flag"},
-            "Password quality rules apply to root too",
-            "Otherwise an administrator changing a password as root can set a weak one.", "medium", AUTHN,
-            ["IA-5(1)"], ["5.3.3.2.8"], [], None),
+    Setting(
+        id="acct-pwquality-minlen", path=PWQUALITY, key="minlen", write="14", op="range", low=14, break_value="8",
+        title="New passwords have at least 14 characters",
+        rationale="Length is what makes a password resist offline cracking of a stolen shadow file.",
+        severity="high", hipaa=AUTHN, nist=["IA-5(1)"], cis=["5.3.3.2.2"],
+    ),
+    Setting(
+        id="acct-pwquality-minclass", path=PWQUALITY, key="minclass", write="3", op="range", low=3, high=4,
+        break_value="1",
+        title="New passwords mix at least 3 character classes",
+        rationale="Single-class passwords fall to small dictionaries and masks.",
+        severity="medium", hipaa=AUTHN, nist=["IA-5(1)"], cis=["5.3.3.2.3"],
+    ),
+    Setting(
+        id="acct-pwquality-difok", path=PWQUALITY, key="difok", write="2", op="range", low=2, break_value="0",
+        title="A new password differs from the old one in at least 2 characters",
+        rationale="Changing one character of a leaked password does not make it a new secret.",
+        severity="low", hipaa=AUTHN, nist=["IA-5(1)"], cis=["5.3.3.2.1"],
+    ),
+    Setting(
+        id="acct-pwquality-maxrepeat", path=PWQUALITY, key="maxrepeat", write="3", op="range", low=1, high=3,
+        default="0", break_value="0",
+        title="New passwords repeat a character at most 3 times in a row",
+        rationale="Padding like 'aaaaaaaa' satisfies length rules without adding strength.",
+        severity="low", hipaa=AUTHN, nist=["IA-5(1)"], cis=["5.3.3.2.4"],
+    ),
+    Setting(
+        id="acct-pwquality-dictcheck", path=PWQUALITY, key="dictcheck", write="1", op="eq", values=["1"],
+        default="1", break_value="0",
+        title="New passwords are checked against the cracklib dictionary",
+        rationale="Dictionary words are the first thing any password cracker tries.",
+        severity="medium", hipaa=AUTHN, nist=["IA-5(1)"], cis=["5.3.3.2.6"],
+    ),
+    Setting(
+        id="acct-pwquality-enforce-root", path=PWQUALITY, key="enforce_for_root", write="", op="flag",
+        break_value=None,
+        title="Password quality rules apply to root too",
+        rationale="Otherwise an administrator changing a password as root can set a weak one.",
+        severity="medium", hipaa=AUTHN, nist=["IA-5(1)"], cis=["5.3.3.2.8"],
+    ),
     # Lockout after failed authentication (pam_faillock).
-    Setting("acct-faillock-deny", FAILLOCK, "deny", "5", {"op": "range", "low": 1, "high": 5},
-            "Accounts lock after 5 failed authentication attempts",
-            "Online guessing of a password (console, su, sudo) stops after a handful of tries.", "high", AUTHN,
-            ["AC-7"], ["5.3.3.1.1"], [], "20"),
-    Setting("acct-faillock-unlock-time", FAILLOCK, "unlock_time", "900", {"op": "zero_or_min", "low": 900},
-            "A locked account stays locked for at least 15 minutes",
-            "A short lockout only slows guessing down; 15 minutes makes it impractical.", "medium", AUTHN,
-            ["AC-7"], ["5.3.3.1.2"], [], "60"),
-    Setting("acct-faillock-root", FAILLOCK, "even_deny_root", "", {"op": "flag"},
-            "Failed-login lockout applies to root as well",
-            "root is the account attackers guess first; it must not be exempt from lockout.", "medium", AUTHN,
-            ["AC-7"], ["5.3.3.1.3"], [], None),
+    Setting(
+        id="acct-faillock-deny", path=FAILLOCK, key="deny", write="5", op="range", low=1, high=5, break_value="20",
+        title="Accounts lock after 5 failed authentication attempts",
+        rationale="Online guessing of a password (console, su, sudo) stops after a handful of tries.",
+        severity="high", hipaa=AUTHN, nist=["AC-7"], cis=["5.3.3.1.1"],
+    ),
+    Setting(
+        id="acct-faillock-unlock-time", path=FAILLOCK, key="unlock_time", write="900", op="zero_or_min", low=900,
+        break_value="60",
+        title="A locked account stays locked for at least 15 minutes",
+        rationale="A short lockout only slows guessing down; 15 minutes makes it impractical.",
+        severity="medium", hipaa=AUTHN, nist=["AC-7"], cis=["5.3.3.1.2"],
+    ),
+    Setting(
+        id="acct-faillock-root", path=FAILLOCK, key="even_deny_root", write="", op="flag", break_value=None,
+        title="Failed-login lockout applies to root as well",
+        rationale="root is the account attackers guess first; it must not be exempt from lockout.",
+        severity="medium", hipaa=AUTHN, nist=["AC-7"], cis=["5.3.3.1.3"],
+    ),
 ]
-
-
-def _setting_control(s: Setting) -> Control:
-    key = re.escape(s.key)
-    if s.break_value is None:
-        breaker = f"sed -i -E '/^[[:space:]]*{key}[[:space:]]*$/d' {s.path}"
-    else:
-        breaker = f"sed -i -E 's#{s.match()}#{s.line(s.break_value)}#' {s.path}"
-    return Control(
-        id=s.id,
-        title=s.title,
-        rationale=s.rationale,
-        severity=s.severity,
-        refs=References(hipaa=s.hipaa, nist=s.nist, cis=s.cis, threats=THREATS, devsec=s.devsec),
-        check=ConfigValue(paths=s.read_paths, key=s.key, style=s.style, describe=s.title, **s.check),
-        remediation="hardening",
-        break_with=breaker,
-    )
 
 
 # --- PAM stack -------------------------------------------------------------------------------
@@ -482,73 +311,94 @@ _CONTROL = r"(\[[^\]]*\]|\S+)"
 PAM_SU_WHEEL = f"auth       required   pam_wheel.so use_uid group={SU_GROUP}"
 
 
-@dataclass(frozen=True)
-class PamRule:
-    id: str
-    check: Lines
-    title: str
-    rationale: str
-    severity: str
-    nist: list[str]
-    cis: list[str]
+@dataclass(frozen=True, kw_only=True)
+class PamRule(AccountsRow):
+    """Lines the PAM files must (`required`) and must not (`forbidden`) contain, as
+    (path, Python regex) pairs; the role writes those files whole (PAM_FILES, pam-su)."""
+
+    describe: str  # what a pass means, for the evidence line
+    required: Sequence[tuple[str, str]] = ()
+    forbidden: Sequence[tuple[str, str]] = ()
     break_with: str
-    hipaa: list[str] = field(default_factory=lambda: AUTHN)
+    hipaa: Sequence[str] = tuple(AUTHN)
+
+    def make_check(self) -> Check:
+        return Lines(describe=self.describe, required=list(self.required), forbidden=list(self.forbidden))
+
+    def make_break(self) -> str:
+        return self.break_with
 
 
 PAM_RULES: list[PamRule] = [
-    PamRule("acct-pam-faillock",
-            Lines(describe="pam_faillock counts failures and locks", required=[
-                (PAM_AUTH, r"^\s*auth\s+requisite\s+pam_faillock\.so\s+preauth\b"),
-                (PAM_AUTH, r"^\s*auth\s+\[default=die\]\s+pam_faillock\.so\s+authfail\b"),
-                (PAM_ACCOUNT, r"^\s*account\s+required\s+pam_faillock\.so\b")]),
-            "PAM locks accounts after repeated failures (pam_faillock)",
-            "faillock.conf has no effect unless pam_faillock is in the authentication stack of every service.",
-            "high", ["AC-7"], ["5.3.2.2"], f"sed -i '/pam_faillock.so authfail/d' {PAM_AUTH}"),
-    PamRule("acct-pam-pwquality",
-            Lines(describe="pam_pwquality checks new passwords", required=[
-                (PAM_PASSWORD, r"^\s*password\s+requisite\s+pam_pwquality\.so\b")]),
-            "PAM checks the quality of new passwords (libpam-pwquality installed and enabled)",
-            "Without pam_pwquality in the password stack nothing stops an administrator choosing 'hospital1' on a "
-            "host with patient data, and pwquality.conf has no effect.",
-            "high", ["IA-5(1)"], ["5.3.1.3", "5.3.2.3"], f"sed -i '/pam_pwquality.so/d' {PAM_PASSWORD}"),
-    PamRule("acct-pam-pwhistory",
-            Lines(describe="pam_pwhistory refuses reused passwords", required=[
-                (PAM_PASSWORD, r"^\s*password\s+requisite\s+pam_pwhistory\.so\b(?=.*\bremember=(2[4-9]|[3-9]\d|\d{3,})\b)(?=.*\benforce_for_root\b)")]),
-            f"PAM refuses the last {PWHISTORY_REMEMBER} passwords, for root too (pam_pwhistory)",
-            "Users forced to change a password otherwise switch back to the one that may have leaked.",
-            "medium", ["IA-5(1)"], ["5.3.2.4", "5.3.3.3.1", "5.3.3.3.2"],
-            f"sed -i 's/remember={PWHISTORY_REMEMBER}/remember=3/' {PAM_PASSWORD}"),
-    PamRule("acct-pam-no-nullok",
-            Lines(describe="pam_unix accepts no empty passwords", required=[
-                (PAM_AUTH, rf"^\s*auth\s+{_CONTROL}\s+pam_unix\.so\b")], forbidden=[
-                (p, r"pam_unix\.so\b.*\bnullok\b") for p in (PAM_AUTH, PAM_ACCOUNT, PAM_PASSWORD)]),
-            "PAM never accepts an empty password (no nullok)",
-            "With nullok, an account whose password field is emptied by mistake or by an intruder opens "
-            "without any secret.", "high", ["IA-2", "IA-5"], ["5.3.3.4.1"],
-            f"sed -i 's/pam_unix.so /pam_unix.so nullok /' {PAM_AUTH}"),
-    PamRule("acct-pam-strong-hash",
-            Lines(describe="pam_unix hashes new passwords with yescrypt or SHA-512", required=[
-                (PAM_PASSWORD, rf"^\s*password\s+{_CONTROL}\s+pam_unix\.so\b.*\b(yescrypt|sha512)\b")], forbidden=[
-                (PAM_PASSWORD, r"pam_unix\.so\b.*\b(md5|bigcrypt|sha256|blowfish|gost_yescrypt|remember=\d+)\b")]),
-            "PAM hashes new passwords with yescrypt or SHA-512",
-            "Passwords changed through passwd(1) must get a strong hash, or a copied shadow file gives them away.",
-            "high", ["IA-5(1)", "SC-13"], ["5.3.3.4.2", "5.3.3.4.3"], f"sed -i 's/yescrypt/md5/' {PAM_PASSWORD}"),
-    PamRule("acct-su-restricted",
-            Lines(describe=f"su is limited to members of the empty group {SU_GROUP}", required=[
-                (PAM_SU, rf"^\s*auth\s+required\s+pam_wheel\.so\s+use_uid\s+group={SU_GROUP}\s*$")]),
-            "su is restricted to an empty group (pam_wheel)",
-            "Administrators escalate with sudo, which logs who did what; su to root leaves only 'root' in the logs "
-            "and bypasses the attribution HIPAA asks for.", "medium", ["AC-6(2)", "AU-9"], ["5.2.7"],
-            f"sed -i '/pam_wheel.so use_uid/d' {PAM_SU}", hipaa=UNIQUE_ID),
+    PamRule(
+        id="acct-pam-faillock",
+        describe="pam_faillock counts failures and locks",
+        required=[
+            (PAM_AUTH, r"^\s*auth\s+requisite\s+pam_faillock\.so\s+preauth\b"),
+            (PAM_AUTH, r"^\s*auth\s+\[default=die\]\s+pam_faillock\.so\s+authfail\b"),
+            (PAM_ACCOUNT, r"^\s*account\s+required\s+pam_faillock\.so\b"),
+        ],
+        break_with=f"sed -i '/pam_faillock.so authfail/d' {PAM_AUTH}",
+        title="PAM locks accounts after repeated failures (pam_faillock)",
+        rationale="faillock.conf has no effect unless pam_faillock is in the authentication stack of every service.",
+        severity="high", nist=["AC-7"], cis=["5.3.2.2"],
+    ),
+    PamRule(
+        id="acct-pam-pwquality",
+        describe="pam_pwquality checks new passwords",
+        required=[(PAM_PASSWORD, r"^\s*password\s+requisite\s+pam_pwquality\.so\b")],
+        break_with=f"sed -i '/pam_pwquality.so/d' {PAM_PASSWORD}",
+        title="PAM checks the quality of new passwords (libpam-pwquality installed and enabled)",
+        rationale="Without pam_pwquality in the password stack nothing stops an administrator choosing 'hospital1' "
+                  "on a host with patient data, and pwquality.conf has no effect.",
+        severity="high", nist=["IA-5(1)"], cis=["5.3.1.3", "5.3.2.3"],
+    ),
+    PamRule(
+        id="acct-pam-pwhistory",
+        describe="pam_pwhistory refuses reused passwords",
+        required=[(
+            PAM_PASSWORD,
+            r"^\s*password\s+requisite\s+pam_pwhistory\.so\b"
+            r"(?=.*\bremember=(2[4-9]|[3-9]\d|\d{3,})\b)(?=.*\benforce_for_root\b)",
+        )],
+        break_with=f"sed -i 's/remember={PWHISTORY_REMEMBER}/remember=3/' {PAM_PASSWORD}",
+        title=f"PAM refuses the last {PWHISTORY_REMEMBER} passwords, for root too (pam_pwhistory)",
+        rationale="Users forced to change a password otherwise switch back to the one that may have leaked.",
+        severity="medium", nist=["IA-5(1)"], cis=["5.3.2.4", "5.3.3.3.1", "5.3.3.3.2"],
+    ),
+    PamRule(
+        id="acct-pam-no-nullok",
+        describe="pam_unix accepts no empty passwords",
+        required=[(PAM_AUTH, rf"^\s*auth\s+{_CONTROL}\s+pam_unix\.so\b")],
+        forbidden=[(path, r"pam_unix\.so\b.*\bnullok\b") for path in (PAM_AUTH, PAM_ACCOUNT, PAM_PASSWORD)],
+        break_with=f"sed -i 's/pam_unix.so /pam_unix.so nullok /' {PAM_AUTH}",
+        title="PAM never accepts an empty password (no nullok)",
+        rationale="With nullok, an account whose password field is emptied by mistake or by an intruder opens "
+                  "without any secret.",
+        severity="high", nist=["IA-2", "IA-5"], cis=["5.3.3.4.1"],
+    ),
+    PamRule(
+        id="acct-pam-strong-hash",
+        describe="pam_unix hashes new passwords with yescrypt or SHA-512",
+        required=[(PAM_PASSWORD, rf"^\s*password\s+{_CONTROL}\s+pam_unix\.so\b.*\b(yescrypt|sha512)\b")],
+        forbidden=[(PAM_PASSWORD, r"pam_unix\.so\b.*\b(md5|bigcrypt|sha256|blowfish|gost_yescrypt|remember=\d+)\b")],
+        break_with=f"sed -i 's/yescrypt/md5/' {PAM_PASSWORD}",
+        title="PAM hashes new passwords with yescrypt or SHA-512",
+        rationale="Passwords changed through passwd(1) must get a strong hash, or a copied shadow file gives them "
+                  "away.",
+        severity="high", nist=["IA-5(1)", "SC-13"], cis=["5.3.3.4.2", "5.3.3.4.3"],
+    ),
+    PamRule(
+        id="acct-su-restricted",
+        describe=f"su is limited to members of the empty group {SU_GROUP}",
+        required=[(PAM_SU, rf"^\s*auth\s+required\s+pam_wheel\.so\s+use_uid\s+group={SU_GROUP}\s*$")],
+        break_with=f"sed -i '/pam_wheel.so use_uid/d' {PAM_SU}",
+        title="su is restricted to an empty group (pam_wheel)",
+        rationale="Administrators escalate with sudo, which logs who did what; su to root leaves only 'root' in the "
+                  "logs and bypasses the attribution HIPAA asks for.",
+        severity="medium", hipaa=UNIQUE_ID, nist=["AC-6(2)", "AU-9"], cis=["5.2.7"],
+    ),
 ]
-
-
-def _pam_control(r: PamRule) -> Control:
-    return Control(
-        id=r.id, title=r.title, rationale=r.rationale, severity=r.severity,
-        refs=References(hipaa=r.hipaa, nist=r.nist, cis=r.cis, threats=THREATS),
-        check=r.check, remediation="hardening", break_with=r.break_with,
-    )
 
 
 # --- sudo ------------------------------------------------------------------------------------
@@ -607,94 +457,127 @@ DOTFILES_SCRIPT = (
 )
 
 
-@dataclass(frozen=True)
-class StateRule:
-    id: str
+@dataclass(frozen=True, kw_only=True)
+class StateRule(AccountsRow):
+    """Account state no file write fixes: `script` (read-only, run as root) prints one
+    offender per line; the role runs the same script and fixes what it names."""
+
     script: str
-    describe: str
-    title: str
-    rationale: str
-    severity: str
-    hipaa: list[str]
-    nist: list[str]
-    cis: list[str]
-    devsec: list[str]
+    describe: str  # what the offenders are, for the evidence line
     break_with: str
+
+    def make_check(self) -> Check:
+        return Offenders(script_text=self.script, describe=self.describe)
+
+    def make_break(self) -> str:
+        return self.break_with
 
 
 STATE_RULES: list[StateRule] = [
-    StateRule("acct-sudo-nopasswd", NOPASSWD_SCRIPT, "NOPASSWD rules for users other than the deploy user",
-              "sudo asks for a password, except for the recorded deploy user",
-              "A stolen session of any other sudoer must not become root without a password. The one exception is "
-              "the deploy user of the inventory (key-only, no password at all), recorded by the role in "
-              f"{DEPLOY_USER_RECORD}: it could not use sudo otherwise.", "high", UNIQUE_ID, ["AC-6(2)", "IA-11"],
-              ["5.2.4"], [],
-              "printf 'nobody ALL=(ALL) NOPASSWD: /usr/bin/id\\n' > /etc/sudoers.d/zz-nopasswd && chmod 0440 /etc/sudoers.d/zz-nopasswd"),
-    StateRule("acct-sudo-authenticate", AUTHENTICATE_SCRIPT, "sudoers lines disabling authentication",
-              "No sudoers rule disables authentication (!authenticate)",
-              "'Defaults !authenticate' silently turns every sudo rule into a passwordless one.", "high", UNIQUE_ID,
-              ["AC-6(2)", "IA-11"], ["5.2.5"], [],
-              "printf 'Defaults:nobody !authenticate\\n' > /etc/sudoers.d/zz-authenticate && chmod 0440 /etc/sudoers.d/zz-authenticate"),
-    StateRule("acct-sudoers-d-modes", SUDOERS_D_MODES_SCRIPT, "sudoers.d files more open than 0440 root:root",
-              "Every file in /etc/sudoers.d is 0440 root:root",
-              "A writable sudoers drop-in is a root shell for whoever can write it.", "high", ACCESS, ["AC-6", "CM-6"],
-              [], [], "chmod 0640 /etc/sudoers.d/README"),
-    StateRule("acct-no-empty-passwords", EMPTY_PASSWORD_SCRIPT, "accounts with an empty password",
-              "No account has an empty password",
-              "An empty password field lets anyone log in as that account at the console or through su.",
-              "critical", AUTHN, ["IA-5"], ["7.2.2"], [], "passwd -d citadel"),
-    StateRule("acct-shadowed-passwords", SHADOWED_SCRIPT, "accounts not using /etc/shadow",
-              "Every account's password lives in /etc/shadow",
-              "/etc/passwd is world-readable: a hash kept there can be copied and cracked by any local user.",
-              "high", AUTHN, ["IA-5(1)"], ["7.2.1"], ["os-03b"], "sed -i 's/^games:x:/games:*:/' /etc/passwd"),
-    StateRule("acct-uid0-root-only", UID0_SCRIPT, "accounts other than root with UID 0",
-              "root is the only account with UID 0",
-              "A second UID 0 account is a hidden root: every action it takes is logged under another name.",
-              "critical", UNIQUE_ID, ["AC-6", "IA-2"], ["5.4.2.1"], [],
-              "useradd -o -u 0 -g 0 -M -d /nonexistent -s /usr/sbin/nologin toor"),
-    StateRule("acct-unique-uids", DUP_UID_SCRIPT, "accounts sharing a UID",
-              "No two accounts share a UID",
-              "Accounts sharing a UID are one identity to the kernel: file access and audit records cannot tell "
-              "the people apart (unique user identification).", "high", UNIQUE_ID, ["IA-2", "AC-2"], ["7.2.5"],
-              ["os-07"], "useradd -o -u 1000 -N -g 1000 -M -d /nonexistent -s /usr/sbin/nologin dupuser"),
-    StateRule("acct-unique-gids", DUP_GID_SCRIPT, "groups sharing a GID",
-              "No two groups share a GID",
-              "A group aliasing another's GID silently grants its members that group's file access.", "medium",
-              ACCESS, ["AC-2", "AC-3"], ["7.2.6"], ["os-07"], "groupadd -o -g 1000 dupgroup"),
-    StateRule("acct-system-nologin", SYSTEM_SHELL_SCRIPT, "system accounts with a login shell",
-              "System accounts have no login shell",
-              "Service accounts (the model server, the gateway, daemons) must never be usable for an interactive "
-              "session, even if their credentials leak.", "high", ACCESS, ["AC-2", "AC-6"], ["5.4.2.7"], [],
-              "usermod -s /bin/bash daemon"),
-    StateRule("acct-nologin-locked", NOLOGIN_LOCKED_SCRIPT, "accounts without a shell but with a usable password",
-              "Accounts without a login shell have locked passwords",
-              "A service account with a password can still authenticate to PAM services that ignore the shell "
-              "(su -s, ftp-like daemons, screen lockers).", "medium", ACCESS, ["AC-2"], ["5.4.2.8"], [],
-              f"usermod -p '{BREAK_HASH}' daemon"),
-    StateRule("acct-root-locked", ROOT_LOCKED_SCRIPT, "root password state",
-              "root's password is locked or unusable",
-              "Administrators work through their own accounts and sudo, so every action is attributable; a root "
-              "password is a shared secret that identifies nobody.", "high", UNIQUE_ID, ["AC-6(2)", "IA-2"],
-              ["5.4.2.4"], [], f"usermod -p '{BREAK_HASH}' root"),
-    StateRule("acct-su-group-empty", SU_GROUP_SCRIPT, f"members of {SU_GROUP}",
-              f"The su group {SU_GROUP} exists and has no members",
-              "pam_wheel lets members of this group use su; it must stay empty so that escalation goes through "
-              "sudo, which records the person.", "medium", UNIQUE_ID, ["AC-6(2)"], ["5.2.7"], [],
-              f"gpasswd -a citadel {SU_GROUP}"),
-    StateRule("acct-no-rhosts-netrc", DOTFILES_SCRIPT, ".rhosts, .shosts or .netrc files in home directories",
-              "No .rhosts, .shosts or .netrc files in users' and root's homes",
-              ".netrc holds passwords in clear text; .rhosts/.shosts grant password-less trust to other hosts.",
-              "medium", AUTHN, ["IA-5", "AC-3"], ["7.2.10"], ["os-09"],
-              "install -m 0600 -o citadel -g citadel /dev/null /home/citadel/.netrc"),
+    StateRule(
+        id="acct-sudo-nopasswd", script=NOPASSWD_SCRIPT, describe="NOPASSWD rules for users other than the deploy user",
+        break_with="printf 'nobody ALL=(ALL) NOPASSWD: /usr/bin/id\\n' > /etc/sudoers.d/zz-nopasswd "
+                   "&& chmod 0440 /etc/sudoers.d/zz-nopasswd",
+        title="sudo asks for a password, except for the recorded deploy user",
+        rationale="A stolen session of any other sudoer must not become root without a password. The one exception "
+                  "is the deploy user of the inventory (key-only, no password at all), recorded by the role in "
+                  f"{DEPLOY_USER_RECORD}: it could not use sudo otherwise.",
+        severity="high", hipaa=UNIQUE_ID, nist=["AC-6(2)", "IA-11"], cis=["5.2.4"],
+    ),
+    StateRule(
+        id="acct-sudo-authenticate", script=AUTHENTICATE_SCRIPT, describe="sudoers lines disabling authentication",
+        break_with="printf 'Defaults:nobody !authenticate\\n' > /etc/sudoers.d/zz-authenticate "
+                   "&& chmod 0440 /etc/sudoers.d/zz-authenticate",
+        title="No sudoers rule disables authentication (!authenticate)",
+        rationale="'Defaults !authenticate' silently turns every sudo rule into a passwordless one.",
+        severity="high", hipaa=UNIQUE_ID, nist=["AC-6(2)", "IA-11"], cis=["5.2.5"],
+    ),
+    StateRule(
+        id="acct-sudoers-d-modes", script=SUDOERS_D_MODES_SCRIPT,
+        describe="sudoers.d files more open than 0440 root:root",
+        break_with="chmod 0640 /etc/sudoers.d/README",
+        title="Every file in /etc/sudoers.d is 0440 root:root",
+        rationale="A writable sudoers drop-in is a root shell for whoever can write it.",
+        severity="high", hipaa=ACCESS, nist=["AC-6", "CM-6"],
+    ),
+    StateRule(
+        id="acct-no-empty-passwords", script=EMPTY_PASSWORD_SCRIPT, describe="accounts with an empty password",
+        break_with="passwd -d citadel",
+        title="No account has an empty password",
+        rationale="An empty password field lets anyone log in as that account at the console or through su.",
+        severity="critical", hipaa=AUTHN, nist=["IA-5"], cis=["7.2.2"],
+    ),
+    StateRule(
+        id="acct-shadowed-passwords", script=SHADOWED_SCRIPT, describe="accounts not using /etc/shadow",
+        break_with="sed -i 's/^games:x:/games:*:/' /etc/passwd",
+        title="Every account's password lives in /etc/shadow",
+        rationale="/etc/passwd is world-readable: a hash kept there can be copied and cracked by any local user.",
+        severity="high", hipaa=AUTHN, nist=["IA-5(1)"], cis=["7.2.1"], devsec=["os-03b"],
+    ),
+    StateRule(
+        id="acct-uid0-root-only", script=UID0_SCRIPT, describe="accounts other than root with UID 0",
+        break_with="useradd -o -u 0 -g 0 -M -d /nonexistent -s /usr/sbin/nologin toor",
+        title="root is the only account with UID 0",
+        rationale="A second UID 0 account is a hidden root: every action it takes is logged under another name.",
+        severity="critical", hipaa=UNIQUE_ID, nist=["AC-6", "IA-2"], cis=["5.4.2.1"],
+    ),
+    StateRule(
+        id="acct-unique-uids", script=DUP_UID_SCRIPT, describe="accounts sharing a UID",
+        break_with="useradd -o -u 1000 -N -g 1000 -M -d /nonexistent -s /usr/sbin/nologin dupuser",
+        title="No two accounts share a UID",
+        rationale="Accounts sharing a UID are one identity to the kernel: file access and audit records cannot tell "
+                  "the people apart (unique user identification).",
+        severity="high", hipaa=UNIQUE_ID, nist=["IA-2", "AC-2"], cis=["7.2.5"], devsec=["os-07"],
+    ),
+    StateRule(
+        id="acct-unique-gids", script=DUP_GID_SCRIPT, describe="groups sharing a GID",
+        break_with="groupadd -o -g 1000 dupgroup",
+        title="No two groups share a GID",
+        rationale="A group aliasing another's GID silently grants its members that group's file access.",
+        severity="medium", hipaa=ACCESS, nist=["AC-2", "AC-3"], cis=["7.2.6"], devsec=["os-07"],
+    ),
+    StateRule(
+        id="acct-system-nologin", script=SYSTEM_SHELL_SCRIPT, describe="system accounts with a login shell",
+        break_with="usermod -s /bin/bash daemon",
+        title="System accounts have no login shell",
+        rationale="Service accounts (the model server, the gateway, daemons) must never be usable for an "
+                  "interactive session, even if their credentials leak.",
+        severity="high", hipaa=ACCESS, nist=["AC-2", "AC-6"], cis=["5.4.2.7"],
+    ),
+    StateRule(
+        id="acct-nologin-locked", script=NOLOGIN_LOCKED_SCRIPT,
+        describe="accounts without a shell but with a usable password",
+        break_with=f"usermod -p '{BREAK_HASH}' daemon",
+        title="Accounts without a login shell have locked passwords",
+        rationale="A service account with a password can still authenticate to PAM services that ignore the shell "
+                  "(su -s, ftp-like daemons, screen lockers).",
+        severity="medium", hipaa=ACCESS, nist=["AC-2"], cis=["5.4.2.8"],
+    ),
+    StateRule(
+        id="acct-root-locked", script=ROOT_LOCKED_SCRIPT, describe="root password state",
+        break_with=f"usermod -p '{BREAK_HASH}' root",
+        title="root's password is locked or unusable",
+        rationale="Administrators work through their own accounts and sudo, so every action is attributable; a "
+                  "root password is a shared secret that identifies nobody.",
+        severity="high", hipaa=UNIQUE_ID, nist=["AC-6(2)", "IA-2"], cis=["5.4.2.4"],
+    ),
+    StateRule(
+        id="acct-su-group-empty", script=SU_GROUP_SCRIPT, describe=f"members of {SU_GROUP}",
+        break_with=f"gpasswd -a citadel {SU_GROUP}",
+        title=f"The su group {SU_GROUP} exists and has no members",
+        rationale="pam_wheel lets members of this group use su; it must stay empty so that escalation goes through "
+                  "sudo, which records the person.",
+        severity="medium", hipaa=UNIQUE_ID, nist=["AC-6(2)"], cis=["5.2.7"],
+    ),
+    StateRule(
+        id="acct-no-rhosts-netrc", script=DOTFILES_SCRIPT,
+        describe=".rhosts, .shosts or .netrc files in home directories",
+        break_with="install -m 0600 -o citadel -g citadel /dev/null /home/citadel/.netrc",
+        title="No .rhosts, .shosts or .netrc files in users' and root's homes",
+        rationale=".netrc holds passwords in clear text; .rhosts/.shosts grant password-less trust to other hosts.",
+        severity="medium", hipaa=AUTHN, nist=["IA-5", "AC-3"], cis=["7.2.10"], devsec=["os-09"],
+    ),
 ]
-
-
-def _state_control(r: StateRule) -> Control:
-    return Control(
-        id=r.id, title=r.title, rationale=r.rationale, severity=r.severity,
-        refs=References(hipaa=r.hipaa, nist=r.nist, cis=r.cis, threats=THREATS, devsec=r.devsec),
-        check=Offenders(script_text=r.script, describe=r.describe), remediation="hardening", break_with=r.break_with,
-    )
 
 
 # --- login environment -----------------------------------------------------------------------
@@ -843,11 +726,6 @@ OTHER_CONTROLS: list[Control] = [
 ]
 
 
-CONTROLS: list[Control] = (
-    [_setting_control(s) for s in SETTINGS]
-    + [_pam_control(r) for r in PAM_RULES]
-    + [_state_control(r) for r in STATE_RULES]
-    + OTHER_CONTROLS
-)
+CONTROLS: list[Control] = controls_of(SETTINGS) + controls_of(PAM_RULES) + controls_of(STATE_RULES) + OTHER_CONTROLS
 
 CONTROLS_BY_ID: dict[str, Control] = {c.id: c for c in CONTROLS}

@@ -15,10 +15,12 @@ patient data can leave (threat model T9, T10).
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from hardening.checks import Command, FileContent, FileMode, ServiceState
+from hardening.checks import Check, Command, FileMode, ServiceState
 from hardening.model import Control, References
+from hardening.rows import Row, controls_of
 
 ACCESS = ["164.312(a)(1)"]
 INTEGRITY = ["164.312(c)(1)"]
@@ -34,136 +36,244 @@ def _q(value: str) -> str:
 # ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PathPolicy:
-    id: str
+@dataclass(frozen=True, kw_only=True)
+class PathPolicy(Row):
+    """A file or directory with its owner, group and mode; the role sets exactly these."""
+
     path: str
-    mode: str
-    owner: str
-    group: str
-    title: str
-    rationale: str
-    severity: str
-    cis: list[str]
-    nist: list[str]
+    mode: str  # the most the check accepts, and exactly what the role sets
+    owner: str = "root"
+    group: str = "root"
     break_with: str
-    hipaa: list[str] = field(default_factory=lambda: list(ACCESS))
-    threats: list[str] = field(default_factory=lambda: ["T9", "T10"])
-    devsec: list[str] = field(default_factory=list)
-    owasp_llm: list[str] = field(default_factory=list)
+    hipaa: Sequence[str] = tuple(ACCESS)
+    threats: Sequence[str] = ("T9", "T10")
     directory: bool = False
-    # The check also accepts these groups (the role always sets `group`).
+    # The check also accepts these groups (the role always sets `group`); "*": any group.
     groups: tuple[str, ...] = ()
     # Only fixed where it exists (the check passes when it is missing); else the role creates it.
     if_present: bool = False
     # Content the role writes when it creates the file (None: an existing file is only chmod-ed).
     content: str | None = None
 
+    def make_check(self) -> Check:
+        groups = None if "*" in self.groups else [self.group, *self.groups]
+        return FileMode(path=self.path, max_mode=self.mode, owner=self.owner, group=groups, missing_ok=self.if_present)
+
+    def make_break(self) -> str:
+        return self.break_with
+
 
 _ACCOUNTS_WHY = "Whoever can write the account databases can make themselves root; whoever can read the hashes can crack them offline."
 
+
+def _cron_dir_why(path: str) -> str:
+    return f"Every file in {path} runs as root; only root may add one or read what is scheduled."
+
+
 PATHS: list[PathPolicy] = [
-    PathPolicy("fs-passwd-permissions", "/etc/passwd", "0644", "root", "root",
-               "/etc/passwd is owned by root and writable only by root",
-               "A writable /etc/passwd lets any local account (the model server's included) give itself uid 0. " + _ACCOUNTS_WHY,
-               "high", ["7.1.1"], ["AC-3", "AC-6"], "chmod o+w /etc/passwd", devsec=["os-03"]),
-    PathPolicy("fs-passwd-backup-permissions", "/etc/passwd-", "0644", "root", "root",
-               "The /etc/passwd- backup is owned by root and writable only by root",
-               "The backup is restored by tools and administrators; tampering with it is tampering with the accounts.",
-               "medium", ["7.1.2"], ["AC-3", "AC-6"], "chmod o+w /etc/passwd-", if_present=True),
-    PathPolicy("fs-group-permissions", "/etc/group", "0644", "root", "root",
-               "/etc/group is owned by root and writable only by root",
-               "A writable /etc/group lets a local account join sudo or citadel-admins and take over the host.",
-               "high", ["7.1.3"], ["AC-3", "AC-6"], "chmod g+w /etc/group"),
-    PathPolicy("fs-group-backup-permissions", "/etc/group-", "0644", "root", "root",
-               "The /etc/group- backup is owned by root and writable only by root",
-               "The backup is restored by tools and administrators; tampering with it is tampering with group membership.",
-               "medium", ["7.1.4"], ["AC-3", "AC-6"], "chmod o+w /etc/group-", if_present=True),
-    PathPolicy("fs-shadow-permissions", "/etc/shadow", "0640", "root", "shadow",
-               "/etc/shadow is readable only by root and the shadow group",
-               "Password hashes read by any local account (a compromised model server) can be cracked offline. " + _ACCOUNTS_WHY,
-               "high", ["7.1.5"], ["AC-3", "AC-6", "IA-5"], "chmod o+r /etc/shadow", devsec=["os-02"], groups=("root",)),
-    PathPolicy("fs-shadow-backup-permissions", "/etc/shadow-", "0640", "root", "shadow",
-               "The /etc/shadow- backup is readable only by root and the shadow group",
-               "The backup holds the same password hashes as /etc/shadow.",
-               "high", ["7.1.6"], ["AC-3", "IA-5"], "chmod o+r /etc/shadow-", groups=("root",), if_present=True),
-    PathPolicy("fs-gshadow-permissions", "/etc/gshadow", "0640", "root", "shadow",
-               "/etc/gshadow is readable only by root and the shadow group",
-               "Group password hashes and group administrators must not be readable or editable by local accounts.",
-               "high", ["7.1.7"], ["AC-3", "IA-5"], "chmod o+r /etc/gshadow", groups=("root",)),
-    PathPolicy("fs-gshadow-backup-permissions", "/etc/gshadow-", "0640", "root", "shadow",
-               "The /etc/gshadow- backup is readable only by root and the shadow group",
-               "The backup holds the same group password hashes as /etc/gshadow.",
-               "medium", ["7.1.8"], ["AC-3", "IA-5"], "chmod o+r /etc/gshadow-", groups=("root",), if_present=True),
-    PathPolicy("fs-shells-permissions", "/etc/shells", "0644", "root", "root",
-               "/etc/shells is owned by root and writable only by root",
-               "Adding a program to /etc/shells lets chsh and FTP-style daemons treat it as a login shell.",
-               "low", ["7.1.9"], ["CM-6"], "chmod g+w /etc/shells", threats=["T9"]),
-    PathPolicy("fs-opasswd-permissions", "/etc/security/opasswd", "0600", "root", "root",
-               "Old password hashes (/etc/security/opasswd) are readable only by root",
-               "pam_pwhistory keeps previous password hashes there; they are as sensitive as /etc/shadow.",
-               "medium", ["7.1.10"], ["AC-3", "IA-5"], "chmod 0644 /etc/security/opasswd", if_present=True),
+    PathPolicy(
+        id="fs-passwd-permissions", path="/etc/passwd", mode="0644",
+        title="/etc/passwd is owned by root and writable only by root",
+        rationale="A writable /etc/passwd lets any local account (the model server's included) give itself uid 0. "
+                  + _ACCOUNTS_WHY,
+        severity="high", nist=["AC-3", "AC-6"], cis=["7.1.1"], devsec=["os-03"],
+        break_with="chmod o+w /etc/passwd",
+    ),
+    PathPolicy(
+        id="fs-passwd-backup-permissions", path="/etc/passwd-", mode="0644", if_present=True,
+        title="The /etc/passwd- backup is owned by root and writable only by root",
+        rationale="The backup is restored by tools and administrators; tampering with it is tampering with the "
+                  "accounts.",
+        severity="medium", nist=["AC-3", "AC-6"], cis=["7.1.2"],
+        break_with="chmod o+w /etc/passwd-",
+    ),
+    PathPolicy(
+        id="fs-group-permissions", path="/etc/group", mode="0644",
+        title="/etc/group is owned by root and writable only by root",
+        rationale="A writable /etc/group lets a local account join sudo or citadel-admins and take over the host.",
+        severity="high", nist=["AC-3", "AC-6"], cis=["7.1.3"],
+        break_with="chmod g+w /etc/group",
+    ),
+    PathPolicy(
+        id="fs-group-backup-permissions", path="/etc/group-", mode="0644", if_present=True,
+        title="The /etc/group- backup is owned by root and writable only by root",
+        rationale="The backup is restored by tools and administrators; tampering with it is tampering with group "
+                  "membership.",
+        severity="medium", nist=["AC-3", "AC-6"], cis=["7.1.4"],
+        break_with="chmod o+w /etc/group-",
+    ),
+    PathPolicy(
+        id="fs-shadow-permissions", path="/etc/shadow", mode="0640", group="shadow", groups=("root",),
+        title="/etc/shadow is readable only by root and the shadow group",
+        rationale="Password hashes read by any local account (a compromised model server) can be cracked offline. "
+                  + _ACCOUNTS_WHY,
+        severity="high", nist=["AC-3", "AC-6", "IA-5"], cis=["7.1.5"], devsec=["os-02"],
+        break_with="chmod o+r /etc/shadow",
+    ),
+    PathPolicy(
+        id="fs-shadow-backup-permissions", path="/etc/shadow-", mode="0640", group="shadow", groups=("root",),
+        if_present=True,
+        title="The /etc/shadow- backup is readable only by root and the shadow group",
+        rationale="The backup holds the same password hashes as /etc/shadow.",
+        severity="high", nist=["AC-3", "IA-5"], cis=["7.1.6"],
+        break_with="chmod o+r /etc/shadow-",
+    ),
+    PathPolicy(
+        id="fs-gshadow-permissions", path="/etc/gshadow", mode="0640", group="shadow", groups=("root",),
+        title="/etc/gshadow is readable only by root and the shadow group",
+        rationale="Group password hashes and group administrators must not be readable or editable by local accounts.",
+        severity="high", nist=["AC-3", "IA-5"], cis=["7.1.7"],
+        break_with="chmod o+r /etc/gshadow",
+    ),
+    PathPolicy(
+        id="fs-gshadow-backup-permissions", path="/etc/gshadow-", mode="0640", group="shadow", groups=("root",),
+        if_present=True,
+        title="The /etc/gshadow- backup is readable only by root and the shadow group",
+        rationale="The backup holds the same group password hashes as /etc/gshadow.",
+        severity="medium", nist=["AC-3", "IA-5"], cis=["7.1.8"],
+        break_with="chmod o+r /etc/gshadow-",
+    ),
+    PathPolicy(
+        id="fs-shells-permissions", path="/etc/shells", mode="0644",
+        title="/etc/shells is owned by root and writable only by root",
+        rationale="Adding a program to /etc/shells lets chsh and FTP-style daemons treat it as a login shell.",
+        severity="low", nist=["CM-6"], cis=["7.1.9"], threats=["T9"],
+        break_with="chmod g+w /etc/shells",
+    ),
+    PathPolicy(
+        id="fs-opasswd-permissions", path="/etc/security/opasswd", mode="0600", if_present=True,
+        title="Old password hashes (/etc/security/opasswd) are readable only by root",
+        rationale="pam_pwhistory keeps previous password hashes there; they are as sensitive as /etc/shadow.",
+        severity="medium", nist=["AC-3", "IA-5"], cis=["7.1.10"],
+        break_with="chmod 0644 /etc/security/opasswd",
+    ),
     # cron and at: only root schedules jobs; a scheduled job is how an intruder stays.
-    PathPolicy("fs-crontab-permissions", "/etc/crontab", "0600", "root", "root",
-               "/etc/crontab is readable and writable only by root",
-               "A writable system crontab runs anyone's command as root; a readable one tells an attacker what runs when.",
-               "high", ["2.4.1.2"], ["AC-6", "CM-6"], "touch /etc/crontab && chmod 0644 /etc/crontab",
-               threats=["T9"], devsec=["os-13"], if_present=True),
-    *[
-        PathPolicy(f"fs-cron-{name}-permissions", f"/etc/cron.{name}", "0700", "root", "root",
-                   f"/etc/cron.{name} is accessible only by root",
-                   f"Every file in /etc/cron.{name} runs as root; only root may add one or read what is scheduled.",
-                   "high" if name == "d" else "medium", [cis], ["AC-6", "CM-6"],
-                   f"mkdir -p /etc/cron.{name} && chmod 0755 /etc/cron.{name}",
-                   threats=["T9"], devsec=["os-13"], directory=True, if_present=True)
-        for name, cis in (("hourly", "2.4.1.3"), ("daily", "2.4.1.4"), ("weekly", "2.4.1.5"),
-                          ("monthly", "2.4.1.6"), ("d", "2.4.1.7"))
-    ],
-    PathPolicy("fs-cron-allow", "/etc/cron.allow", "0640", "root", "root",
-               "Only users listed in /etc/cron.allow (root) may use crontab",
-               "With an allow list, a compromised service account cannot schedule itself to come back after a restart.",
-               "medium", ["2.4.1.8"], ["AC-3", "CM-7"], "rm -f /etc/cron.allow", threats=["T9"],
-               groups=("crontab",), content="root\n"),
-    PathPolicy("fs-at-allow", "/etc/at.allow", "0640", "root", "root",
-               "Only users listed in /etc/at.allow (root) may use at",
-               "With an allow list, a compromised service account cannot schedule one-off commands with at.",
-               "medium", ["2.4.2.1"], ["AC-3", "CM-7"], "rm -f /etc/at.allow", threats=["T9"],
-               groups=("daemon",), content="root\n"),
+    PathPolicy(
+        id="fs-crontab-permissions", path="/etc/crontab", mode="0600", if_present=True,
+        title="/etc/crontab is readable and writable only by root",
+        rationale="A writable system crontab runs anyone's command as root; a readable one tells an attacker what "
+                  "runs when.",
+        severity="high", nist=["AC-6", "CM-6"], cis=["2.4.1.2"], threats=["T9"], devsec=["os-13"],
+        break_with="touch /etc/crontab && chmod 0644 /etc/crontab",
+    ),
+    PathPolicy(
+        id="fs-cron-hourly-permissions", path="/etc/cron.hourly", mode="0700", directory=True, if_present=True,
+        title="/etc/cron.hourly is accessible only by root", rationale=_cron_dir_why("/etc/cron.hourly"),
+        severity="medium", nist=["AC-6", "CM-6"], cis=["2.4.1.3"], threats=["T9"], devsec=["os-13"],
+        break_with="mkdir -p /etc/cron.hourly && chmod 0755 /etc/cron.hourly",
+    ),
+    PathPolicy(
+        id="fs-cron-daily-permissions", path="/etc/cron.daily", mode="0700", directory=True, if_present=True,
+        title="/etc/cron.daily is accessible only by root", rationale=_cron_dir_why("/etc/cron.daily"),
+        severity="medium", nist=["AC-6", "CM-6"], cis=["2.4.1.4"], threats=["T9"], devsec=["os-13"],
+        break_with="mkdir -p /etc/cron.daily && chmod 0755 /etc/cron.daily",
+    ),
+    PathPolicy(
+        id="fs-cron-weekly-permissions", path="/etc/cron.weekly", mode="0700", directory=True, if_present=True,
+        title="/etc/cron.weekly is accessible only by root", rationale=_cron_dir_why("/etc/cron.weekly"),
+        severity="medium", nist=["AC-6", "CM-6"], cis=["2.4.1.5"], threats=["T9"], devsec=["os-13"],
+        break_with="mkdir -p /etc/cron.weekly && chmod 0755 /etc/cron.weekly",
+    ),
+    PathPolicy(
+        id="fs-cron-monthly-permissions", path="/etc/cron.monthly", mode="0700", directory=True, if_present=True,
+        title="/etc/cron.monthly is accessible only by root", rationale=_cron_dir_why("/etc/cron.monthly"),
+        severity="medium", nist=["AC-6", "CM-6"], cis=["2.4.1.6"], threats=["T9"], devsec=["os-13"],
+        break_with="mkdir -p /etc/cron.monthly && chmod 0755 /etc/cron.monthly",
+    ),
+    PathPolicy(
+        id="fs-cron-d-permissions", path="/etc/cron.d", mode="0700", directory=True, if_present=True,
+        title="/etc/cron.d is accessible only by root", rationale=_cron_dir_why("/etc/cron.d"),
+        severity="high", nist=["AC-6", "CM-6"], cis=["2.4.1.7"], threats=["T9"], devsec=["os-13"],
+        break_with="mkdir -p /etc/cron.d && chmod 0755 /etc/cron.d",
+    ),
+    PathPolicy(
+        id="fs-cron-allow", path="/etc/cron.allow", mode="0640", groups=("crontab",), content="root\n",
+        title="Only users listed in /etc/cron.allow (root) may use crontab",
+        rationale="With an allow list, a compromised service account cannot schedule itself to come back after a "
+                  "restart.",
+        severity="medium", nist=["AC-3", "CM-7"], cis=["2.4.1.8"], threats=["T9"],
+        break_with="rm -f /etc/cron.allow",
+    ),
+    PathPolicy(
+        id="fs-at-allow", path="/etc/at.allow", mode="0640", groups=("daemon",), content="root\n",
+        title="Only users listed in /etc/at.allow (root) may use at",
+        rationale="With an allow list, a compromised service account cannot schedule one-off commands with at.",
+        severity="medium", nist=["AC-3", "CM-7"], cis=["2.4.2.1"], threats=["T9"],
+        break_with="rm -f /etc/at.allow",
+    ),
     # sudo: the lab's and the hospital's administrators rely on it; only its permissions here.
-    PathPolicy("fs-sudoers-permissions", "/etc/sudoers", "0440", "root", "root",
-               "/etc/sudoers is owned by root and read-only",
-               "Whoever can edit sudoers is root; whoever can read it learns which accounts to attack for root.",
-               "high", ["5.2"], ["AC-6", "CM-6"], "chmod 0644 /etc/sudoers", threats=["T9"]),
-    PathPolicy("fs-sudoers-dir-permissions", "/etc/sudoers.d", "0750", "root", "root",
-               "/etc/sudoers.d is accessible only by root",
-               "A file dropped into sudoers.d grants root; the directory must not be writable or listable by others.",
-               "high", ["5.2"], ["AC-6", "CM-6"], "chmod 0755 /etc/sudoers.d", threats=["T9"], directory=True),
-    PathPolicy("fs-security-dir-permissions", "/etc/security", "0755", "root", "root",
-               "/etc/security (PAM limits, access, faillock) is writable only by root",
-               "PAM's policy files decide who may log in and with which limits (core dumps included).",
-               "medium", ["5.3"], ["AC-6", "CM-6"], "chmod o+w /etc/security", threats=["T9"], directory=True),
+    PathPolicy(
+        id="fs-sudoers-permissions", path="/etc/sudoers", mode="0440",
+        title="/etc/sudoers is owned by root and read-only",
+        rationale="Whoever can edit sudoers is root; whoever can read it learns which accounts to attack for root.",
+        severity="high", nist=["AC-6", "CM-6"], threats=["T9"],  # CIS Debian 12: no such recommendation
+        break_with="chmod 0644 /etc/sudoers",
+    ),
+    PathPolicy(
+        id="fs-sudoers-dir-permissions", path="/etc/sudoers.d", mode="0750", directory=True,
+        title="/etc/sudoers.d is accessible only by root",
+        rationale="A file dropped into sudoers.d grants root; the directory must not be writable or listable by "
+                  "others.",
+        severity="high", nist=["AC-6", "CM-6"], threats=["T9"],  # CIS Debian 12: no such recommendation
+        break_with="chmod 0755 /etc/sudoers.d",
+    ),
+    PathPolicy(
+        id="fs-security-dir-permissions", path="/etc/security", mode="0755", directory=True,
+        title="/etc/security (PAM limits, access, faillock) is writable only by root",
+        rationale="PAM's policy files decide who may log in and with which limits (core dumps included).",
+        severity="medium", nist=["AC-6", "CM-6"], threats=["T9"],  # CIS Debian 12: no such recommendation
+        break_with="chmod o+w /etc/security",
+    ),
     # Citadel's own directories.
-    PathPolicy("fs-citadel-state-dir", "/var/lib/citadel", "0750", "root", "root",
-               "Citadel's state and model store (/var/lib/citadel) is root-owned and not world-accessible",
-               "The model store holds the weights (an asset that can be stolen or poisoned) and state that decides "
-               "firewall and service behaviour; local accounts must neither read nor alter it.",
-               "high", [], ["AC-3", "AC-6", "SC-28"], "chmod 0755 /var/lib/citadel",
-               hipaa=ACCESS + INTEGRITY, threats=["T1", "T9", "T10"], owasp_llm=["LLM03", "LLM04"],
-               directory=True, groups=("*",)),
-    PathPolicy("fs-citadel-config-dir", "/etc/citadel", "0755", "root", "root",
-               "Citadel's configuration directory (/etc/citadel) is root-owned and writable only by root",
-               "Citadel keeps host records, CA bundles and service secrets there; a writable directory lets a local "
-               "account replace a CA or a key.",
-               "high", [], ["AC-3", "AC-6", "SC-12"], "chmod o+w /etc/citadel",
-               hipaa=ACCESS + INTEGRITY, threats=["T9", "T10"], directory=True),
+    PathPolicy(
+        id="fs-citadel-state-dir", path="/var/lib/citadel", mode="0750", directory=True, groups=("*",),
+        title="Citadel's state and model store (/var/lib/citadel) is root-owned and not world-accessible",
+        rationale="The model store holds the weights (an asset that can be stolen or poisoned) and state that decides "
+                  "firewall and service behaviour; local accounts must neither read nor alter it.",
+        severity="high", hipaa=ACCESS + INTEGRITY, nist=["AC-3", "AC-6", "SC-28"], owasp_llm=["LLM03", "LLM04"],
+        threats=["T1", "T9", "T10"],
+        break_with="chmod 0755 /var/lib/citadel",
+    ),
+    PathPolicy(
+        id="fs-citadel-config-dir", path="/etc/citadel", mode="0755", directory=True,
+        title="Citadel's configuration directory (/etc/citadel) is root-owned and writable only by root",
+        rationale="Citadel keeps host records, CA bundles and service secrets there; a writable directory lets a local "
+                  "account replace a CA or a key.",
+        severity="high", hipaa=ACCESS + INTEGRITY, nist=["AC-3", "AC-6", "SC-12"], threats=["T9", "T10"],
+        break_with="chmod o+w /etc/citadel",
+    ),
 ]
 
+
+@dataclass(frozen=True, kw_only=True)
+class AbsentPath(Row):
+    """A file that must not exist."""
+
+    path: str
+
+    def make_check(self) -> Check:
+        path = self.path
+        return Command(command=f"if [ -e {_q(path)} ]; then ls -l {_q(path)}; exit 1; fi; echo '{path} is absent'",
+                       describe=f"{path} does not exist")
+
+    def make_break(self) -> str:
+        return f"touch {self.path}"
+
+
 # Files that must not exist: with cron.allow/at.allow present, a deny list only confuses.
-ABSENT = [
-    ("fs-cron-deny-absent", "/etc/cron.deny", "2.4.1.8", "No /etc/cron.deny: cron access is an allow list",
-     "A deny list lets every account not named schedule jobs; Citadel keeps an allow list only."),
-    ("fs-at-deny-absent", "/etc/at.deny", "2.4.2.1", "No /etc/at.deny: at access is an allow list",
-     "A deny list lets every account not named schedule at jobs; Citadel keeps an allow list only."),
+ABSENT: list[AbsentPath] = [
+    AbsentPath(
+        id="fs-cron-deny-absent", path="/etc/cron.deny",
+        title="No /etc/cron.deny: cron access is an allow list",
+        rationale="A deny list lets every account not named schedule jobs; Citadel keeps an allow list only.",
+        severity="low", hipaa=ACCESS, nist=["AC-3"], cis=["2.4.1.8"], threats=["T9"],
+    ),
+    AbsentPath(
+        id="fs-at-deny-absent", path="/etc/at.deny",
+        title="No /etc/at.deny: at access is an allow list",
+        rationale="A deny list lets every account not named schedule at jobs; Citadel keeps an allow list only.",
+        severity="low", hipaa=ACCESS, nist=["AC-3"], cis=["2.4.2.1"], threats=["T9"],
+    ),
 ]
 
 # Nothing under Citadel's configuration may be writable by group or others.
@@ -184,32 +294,118 @@ SUID_BLACKLIST = [
 # ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BlockedModule:
+@dataclass(frozen=True, kw_only=True)
+class BlockedModule(Row):
+    """A kernel module the host never needs; the role writes it into its group's modprobe file."""
+
     module: str
     group: str  # which /etc/modprobe.d/citadel-<group>.conf holds it
-    cis: list[str]
-    why: str
-    devsec: list[str] = field(default_factory=list)
     setting: str | None = None  # the site.settings flag that, when True, allows it
+    hipaa: Sequence[str] = tuple(ACCESS)
 
+    def make_check(self) -> Check:
+        return _module_config_check(self.module)
+
+    def make_break(self) -> str:
+        return f"sed -i -E '/^(install|blacklist) {self.module}( |$)/d' {modprobe_file(self.group)}"
+
+
+def _unneeded(what: str) -> str:
+    return (f"{what}: kernel code the inference host never needs is attack surface an attacker can make the kernel "
+            "load on demand (by mounting an image, plugging a device or opening a socket).")
+
+
+_DMA_WHY = "whose DMA can read all memory (model weights, prompts)"
+_PROTOCOL_BUGS = "a history of remotely reachable kernel bugs"
 
 MODULES: list[BlockedModule] = [
-    BlockedModule("cramfs", "filesystems", ["1.1.1.1"], "a compressed read-only filesystem of embedded devices", ["os-10"]),
-    BlockedModule("freevxfs", "filesystems", ["1.1.1.2"], "the Veritas filesystem, never used on these hosts", ["os-10"]),
-    BlockedModule("hfs", "filesystems", ["1.1.1.3"], "Apple's legacy filesystem", ["os-10"]),
-    BlockedModule("hfsplus", "filesystems", ["1.1.1.4"], "Apple's HFS+ filesystem", ["os-10"]),
-    BlockedModule("jffs2", "filesystems", ["1.1.1.5"], "a flash filesystem of embedded devices", ["os-10"]),
-    BlockedModule("squashfs", "filesystems", ["1.1.1.7"], "compressed images (snaps, live media); Citadel ships models as plain files", ["os-10"]),
-    BlockedModule("udf", "filesystems", ["1.1.1.8"], "the optical-disc filesystem", ["os-10"]),
-    BlockedModule("usb-storage", "devices", ["1.1.1.9"], "USB mass storage: the easiest way to carry malware in and patient data out",
-                  setting="usb_storage"),
-    BlockedModule("firewire-core", "devices", [], "FireWire, whose DMA can read all memory (model weights, prompts)"),
-    BlockedModule("thunderbolt", "devices", [], "Thunderbolt, whose DMA can read all memory (model weights, prompts)"),
-    BlockedModule("dccp", "protocols", ["3.2.1"], "the DCCP protocol, a history of remotely reachable kernel bugs"),
-    BlockedModule("tipc", "protocols", ["3.2.2"], "the TIPC cluster protocol, a history of remotely reachable kernel bugs"),
-    BlockedModule("rds", "protocols", ["3.2.3"], "the RDS protocol, a history of local privilege escalations"),
-    BlockedModule("sctp", "protocols", ["3.2.4"], "the SCTP protocol, unused by the serving stack"),
+    # Filesystems: mounting a crafted image makes the kernel parse it.
+    BlockedModule(
+        id="fs-module-cramfs-blocked", module="cramfs", group="filesystems",
+        title="The cramfs kernel module cannot be loaded",
+        rationale=_unneeded("A compressed read-only filesystem of embedded devices"),
+        severity="medium", nist=["CM-7"], cis=["1.1.1.1"], threats=["T6", "T9"], devsec=["os-10"],
+    ),
+    BlockedModule(
+        id="fs-module-freevxfs-blocked", module="freevxfs", group="filesystems",
+        title="The freevxfs kernel module cannot be loaded",
+        rationale=_unneeded("The Veritas filesystem, never used on these hosts"),
+        severity="medium", nist=["CM-7"], cis=["1.1.1.2"], threats=["T6", "T9"], devsec=["os-10"],
+    ),
+    BlockedModule(
+        id="fs-module-hfs-blocked", module="hfs", group="filesystems",
+        title="The hfs kernel module cannot be loaded",
+        rationale=_unneeded("Apple's legacy filesystem"),
+        severity="medium", nist=["CM-7"], cis=["1.1.1.3"], threats=["T6", "T9"], devsec=["os-10"],
+    ),
+    BlockedModule(
+        id="fs-module-hfsplus-blocked", module="hfsplus", group="filesystems",
+        title="The hfsplus kernel module cannot be loaded",
+        rationale=_unneeded("Apple's HFS+ filesystem"),
+        severity="medium", nist=["CM-7"], cis=["1.1.1.4"], threats=["T6", "T9"], devsec=["os-10"],
+    ),
+    BlockedModule(
+        id="fs-module-jffs2-blocked", module="jffs2", group="filesystems",
+        title="The jffs2 kernel module cannot be loaded",
+        rationale=_unneeded("A flash filesystem of embedded devices"),
+        severity="medium", nist=["CM-7"], cis=["1.1.1.5"], threats=["T6", "T9"], devsec=["os-10"],
+    ),
+    BlockedModule(
+        id="fs-module-squashfs-blocked", module="squashfs", group="filesystems",
+        title="The squashfs kernel module cannot be loaded",
+        rationale=_unneeded("Compressed images (snaps, live media); Citadel ships models as plain files"),
+        severity="medium", nist=["CM-7"], cis=["1.1.1.7"], threats=["T6", "T9"], devsec=["os-10"],
+    ),
+    BlockedModule(
+        id="fs-module-udf-blocked", module="udf", group="filesystems",
+        title="The udf kernel module cannot be loaded",
+        rationale=_unneeded("The optical-disc filesystem"),
+        severity="medium", nist=["CM-7"], cis=["1.1.1.8"], threats=["T6", "T9"], devsec=["os-10"],
+    ),
+    # Devices: plugged in by whoever stands at the machine.
+    BlockedModule(
+        id="fs-module-usb-storage-blocked", module="usb-storage", group="devices", setting="usb_storage",
+        title="The usb-storage kernel module cannot be loaded",
+        rationale=_unneeded("USB mass storage: the easiest way to carry malware in and patient data out"),
+        severity="high", nist=["CM-7", "MP-7", "SC-41"], cis=["1.1.1.9"], threats=["T9", "T10"],
+    ),
+    BlockedModule(
+        id="fs-module-firewire-core-blocked", module="firewire-core", group="devices",
+        title="The firewire-core kernel module cannot be loaded",
+        rationale=_unneeded(f"FireWire, {_DMA_WHY}"),
+        severity="high", nist=["CM-7", "MP-7", "SC-41"], threats=["T9", "T10"],
+    ),
+    BlockedModule(
+        id="fs-module-thunderbolt-blocked", module="thunderbolt", group="devices",
+        title="The thunderbolt kernel module cannot be loaded",
+        rationale=_unneeded(f"Thunderbolt, {_DMA_WHY}"),
+        severity="high", nist=["CM-7", "MP-7", "SC-41"], threats=["T9", "T10"],
+    ),
+    # Protocols: opening a socket of the family loads the module.
+    BlockedModule(
+        id="fs-module-dccp-blocked", module="dccp", group="protocols",
+        title="The dccp kernel module cannot be loaded",
+        rationale=_unneeded(f"The DCCP protocol, {_PROTOCOL_BUGS}"),
+        severity="medium", nist=["CM-7", "SC-7"], cis=["3.2.1"], threats=["T6", "T9"],
+    ),
+    BlockedModule(
+        id="fs-module-tipc-blocked", module="tipc", group="protocols",
+        title="The tipc kernel module cannot be loaded",
+        rationale=_unneeded(f"The TIPC cluster protocol, {_PROTOCOL_BUGS}"),
+        severity="medium", nist=["CM-7", "SC-7"], cis=["3.2.2"], threats=["T6", "T9"],
+    ),
+    BlockedModule(
+        id="fs-module-rds-blocked", module="rds", group="protocols",
+        title="The rds kernel module cannot be loaded",
+        rationale=_unneeded("The RDS protocol, a history of local privilege escalations"),
+        severity="medium", nist=["CM-7", "SC-7"], cis=["3.2.3"], threats=["T6", "T9"],
+    ),
+    BlockedModule(
+        id="fs-module-sctp-blocked", module="sctp", group="protocols",
+        title="The sctp kernel module cannot be loaded",
+        rationale=_unneeded("The SCTP protocol, unused by the serving stack"),
+        severity="medium", nist=["CM-7", "SC-7"], cis=["3.2.4"], threats=["T6", "T9"],
+    ),
 ]
 
 MODPROBE_DIR = "/etc/modprobe.d"
@@ -237,10 +433,6 @@ def _module_config_check(module: str) -> Command:
     )
 
 
-def _module_break(mod: BlockedModule) -> str:
-    return f"sed -i -E '/^(install|blacklist) {mod.module}( |$)/d' {modprobe_file(mod.group)}"
-
-
 # ----------------------------------------------------------------------------------------
 # Core dumps: off for every account (root included) and for systemd-coredump.
 # ----------------------------------------------------------------------------------------
@@ -249,7 +441,41 @@ LIMITS_FILE = "/etc/security/limits.d/citadel-coredump.conf"
 # pam_limits never applies '*' to root: root needs its own line.
 LIMITS_CONTENT = "# Managed by Citadel: no core dumps (they would hold prompts and model weights).\n*    hard core 0\n*    soft core 0\nroot hard core 0\nroot soft core 0\n"
 COREDUMP_FILE = "/etc/systemd/coredump.conf.d/citadel.conf"
-COREDUMP_SETTINGS = {"Storage": "none", "ProcessSizeMax": "0"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoredumpSetting(Row):
+    """A key of Citadel's systemd-coredump drop-in (COREDUMP_FILE), read back as systemd merges its files."""
+
+    key: str
+    value: str
+    broken: str  # a value that keeps dumps again: the break test writes it into the drop-in
+    hipaa: Sequence[str] = tuple(AT_REST)
+
+    def make_check(self) -> Check:
+        return _systemd_setting_check("systemd/coredump.conf", self.key, self.value)
+
+    def make_break(self) -> str:
+        return f"sed -i 's/^{self.key}=.*/{self.key}={self.broken}/' {COREDUMP_FILE}"
+
+
+_COREDUMP_WHY = ("systemd-coredump would otherwise store compressed dumps of crashed services (the model server's "
+                 "prompts and weights) under /var/lib/systemd/coredump.")
+
+COREDUMP: list[CoredumpSetting] = [
+    CoredumpSetting(
+        id="fs-coredump-storage", key="Storage", value="none", broken="external",
+        title="systemd-coredump keeps nothing (Storage=none)", rationale=_COREDUMP_WHY,
+        severity="high", nist=["SC-28", "SC-4"], cis=["1.5.3"], owasp_llm=["LLM02"], threats=["T3", "T10"],
+    ),
+    CoredumpSetting(
+        id="fs-coredump-processsizemax", key="ProcessSizeMax", value="0", broken="2G",
+        title="systemd-coredump keeps nothing (ProcessSizeMax=0)", rationale=_COREDUMP_WHY,
+        severity="high", nist=["SC-28", "SC-4"], cis=["1.5.3"], owasp_llm=["LLM02"], threats=["T3", "T10"],
+    ),
+]
+# The drop-in the role writes holds exactly the rows' settings.
+COREDUMP_SETTINGS = {row.key: row.value for row in COREDUMP}
 SYSTEM_FILE = "/etc/systemd/system.conf.d/citadel-coredump.conf"
 SYSTEM_SETTINGS = {"DefaultLimitCORE": "0"}
 
@@ -285,25 +511,6 @@ _LIMITS_CHECK = (
 # ----------------------------------------------------------------------------------------
 
 MOUNT_OPTIONS = ["nodev", "nosuid", "noexec"]
-
-
-@dataclass(frozen=True)
-class MountPolicy:
-    key: str
-    mountpoint: str
-    # The fstab line the role adds when the mount point has none (else it amends the options).
-    default_line: str
-    cis: dict[str, str]  # option -> CIS section
-    runtime_cis: str
-
-
-MOUNTS = [
-    MountPolicy("tmp", "/tmp", "tmpfs /tmp tmpfs rw,nodev,nosuid,noexec,size=2G,mode=1777 0 0",
-                {"nodev": "1.1.2.1.2", "nosuid": "1.1.2.1.3", "noexec": "1.1.2.1.4"}, "1.1.2.1.1"),
-    MountPolicy("shm", "/dev/shm", "tmpfs /dev/shm tmpfs rw,nodev,nosuid,noexec,mode=1777 0 0",
-                {"nodev": "1.1.2.2.2", "nosuid": "1.1.2.2.3", "noexec": "1.1.2.2.4"}, "1.1.2.2.1"),
-]
-_MOUNT_DEVSEC = {"noexec": "os-14", "nosuid": "os-15", "nodev": "os-16"}
 _OPTION_WHY = {
     "nodev": "device files created there would bypass /dev's permissions (raw disk or GPU memory access)",
     "nosuid": "a set-uid binary dropped there would run as its owner",
@@ -311,20 +518,115 @@ _OPTION_WHY = {
 }
 
 
-def _fstab_option_check(mount: MountPolicy, option: str) -> Command:
+@dataclass(frozen=True, kw_only=True)
+class FstabOption(Row):
+    """A mount option that /etc/fstab gives a mount point, so that every boot mounts it so."""
+
+    mountpoint: str
+    option: str  # one of MOUNT_OPTIONS
+    hipaa: Sequence[str] = tuple(ACCESS)
+
+    def make_check(self) -> Check:
+        return _fstab_option_check(self.mountpoint, self.option)
+
+    def make_break(self) -> str:
+        # sed's address is a regex delimited by '/': escape the mount point's slashes.
+        escaped = self.mountpoint.replace("/", "\\/")
+        return f"sed -i -E '/^[^#][^[:space:]]*[[:space:]]+{escaped}[[:space:]]/ s/,{self.option}//' /etc/fstab"
+
+
+def _writable_by_all(mountpoint: str, option: str) -> str:
+    return (f"{mountpoint} is writable by every account, the model server's included; with {option}, "
+            f"{_OPTION_WHY[option]}.")
+
+
+FSTAB_OPTIONS: list[FstabOption] = [
+    FstabOption(
+        id="fs-tmp-nodev", mountpoint="/tmp", option="nodev",
+        title="/tmp is mounted nodev at boot (fstab)", rationale=_writable_by_all("/tmp", "nodev"),
+        severity="medium", nist=["CM-6", "AC-6"], cis=["1.1.2.1.2"], threats=["T6", "T9"], devsec=["os-16"],
+    ),
+    FstabOption(
+        id="fs-tmp-nosuid", mountpoint="/tmp", option="nosuid",
+        title="/tmp is mounted nosuid at boot (fstab)", rationale=_writable_by_all("/tmp", "nosuid"),
+        severity="medium", nist=["CM-6", "AC-6"], cis=["1.1.2.1.3"], threats=["T6", "T9"], devsec=["os-15"],
+    ),
+    FstabOption(
+        id="fs-tmp-noexec", mountpoint="/tmp", option="noexec",
+        title="/tmp is mounted noexec at boot (fstab)", rationale=_writable_by_all("/tmp", "noexec"),
+        severity="medium", nist=["CM-6", "AC-6"], cis=["1.1.2.1.4"], threats=["T6", "T9"], devsec=["os-14"],
+    ),
+    FstabOption(
+        id="fs-shm-nodev", mountpoint="/dev/shm", option="nodev",
+        title="/dev/shm is mounted nodev at boot (fstab)", rationale=_writable_by_all("/dev/shm", "nodev"),
+        severity="medium", nist=["CM-6", "AC-6"], cis=["1.1.2.2.2"], threats=["T6", "T9"], devsec=["os-16"],
+    ),
+    FstabOption(
+        id="fs-shm-nosuid", mountpoint="/dev/shm", option="nosuid",
+        title="/dev/shm is mounted nosuid at boot (fstab)", rationale=_writable_by_all("/dev/shm", "nosuid"),
+        severity="medium", nist=["CM-6", "AC-6"], cis=["1.1.2.2.3"], threats=["T6", "T9"], devsec=["os-15"],
+    ),
+    FstabOption(
+        id="fs-shm-noexec", mountpoint="/dev/shm", option="noexec",
+        title="/dev/shm is mounted noexec at boot (fstab)", rationale=_writable_by_all("/dev/shm", "noexec"),
+        severity="medium", nist=["CM-6", "AC-6"], cis=["1.1.2.2.4"], threats=["T6", "T9"], devsec=["os-14"],
+    ),
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MountPolicy(Row):
+    """A mount point that must be mounted now with all of MOUNT_OPTIONS (the fstab rows above cover boot)."""
+
+    mountpoint: str
+    # The fstab line the role adds when the mount point has none (else it amends the options).
+    default_line: str
+    hipaa: Sequence[str] = tuple(ACCESS)
+
+    def make_check(self) -> Check:
+        return _mounted_check(self.mountpoint)
+
+    def make_break(self) -> str:
+        return f"mount -o remount,exec {self.mountpoint}"
+
+
+def _mounted_why(mountpoint: str) -> str:
+    return (f"The boot-time entry only takes effect at the next mount; the running {mountpoint} must already refuse "
+            "device files, set-uid programs and direct execution.")
+
+
+MOUNTS: list[MountPolicy] = [
+    MountPolicy(
+        id="fs-tmp-mounted-options", mountpoint="/tmp",
+        default_line="tmpfs /tmp tmpfs rw,nodev,nosuid,noexec,size=2G,mode=1777 0 0",
+        title="/tmp is mounted now with nodev,nosuid,noexec", rationale=_mounted_why("/tmp"),
+        severity="medium", nist=["CM-6", "AC-6"], cis=["1.1.2.1.1", "1.1.2.1.2", "1.1.2.1.3", "1.1.2.1.4"],
+        threats=["T6", "T9"], devsec=["os-14", "os-15", "os-16"],
+    ),
+    MountPolicy(
+        id="fs-shm-mounted-options", mountpoint="/dev/shm",
+        default_line="tmpfs /dev/shm tmpfs rw,nodev,nosuid,noexec,mode=1777 0 0",
+        title="/dev/shm is mounted now with nodev,nosuid,noexec", rationale=_mounted_why("/dev/shm"),
+        severity="medium", nist=["CM-6", "AC-6"], cis=["1.1.2.2.1", "1.1.2.2.2", "1.1.2.2.3", "1.1.2.2.4"],
+        threats=["T6", "T9"], devsec=["os-14", "os-15", "os-16"],
+    ),
+]
+
+
+def _fstab_option_check(mountpoint: str, option: str) -> Command:
     # The last non-comment fstab entry for the mount point must list the option.
-    awk = f"awk '$1 !~ /^#/ && $2 == \"{mount.mountpoint}\" {{ l = $0; o = $4 }} END {{ print (l == \"\" ? \"no fstab entry for {mount.mountpoint}\" : l); n = split(o, a, \",\"); for (i = 1; i <= n; i++) if (a[i] == \"{option}\") exit 0; exit 1 }}' /etc/fstab"
-    return Command(command=awk, describe=f"fstab mounts {mount.mountpoint} with {option}")
+    awk = f"awk '$1 !~ /^#/ && $2 == \"{mountpoint}\" {{ l = $0; o = $4 }} END {{ print (l == \"\" ? \"no fstab entry for {mountpoint}\" : l); n = split(o, a, \",\"); for (i = 1; i <= n; i++) if (a[i] == \"{option}\") exit 0; exit 1 }}' /etc/fstab"
+    return Command(command=awk, describe=f"fstab mounts {mountpoint} with {option}")
 
 
-def _mounted_check(mount: MountPolicy) -> Command:
+def _mounted_check(mountpoint: str) -> Command:
     need = " ".join(MOUNT_OPTIONS)
     command = (
-        f"o=$(findmnt -n -o OPTIONS --mountpoint {mount.mountpoint} 2>/dev/null); "
-        f"if [ -z \"$o\" ]; then echo '{mount.mountpoint} is not a separate mount'; exit 1; fi; echo \"$o\"; "
+        f"o=$(findmnt -n -o OPTIONS --mountpoint {mountpoint} 2>/dev/null); "
+        f"if [ -z \"$o\" ]; then echo '{mountpoint} is not a separate mount'; exit 1; fi; echo \"$o\"; "
         f"for w in {need}; do case \",$o,\" in *,$w,*) ;; *) exit 1;; esac; done"
     )
-    return Command(command=command, describe=f"{mount.mountpoint} is mounted with {','.join(MOUNT_OPTIONS)}")
+    return Command(command=command, describe=f"{mountpoint} is mounted with {','.join(MOUNT_OPTIONS)}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -339,54 +641,6 @@ SWAP_TARGET_LINK = "/etc/systemd/system/swap.target"
 # ----------------------------------------------------------------------------------------
 
 
-def _path_control(p: PathPolicy) -> Control:
-    groups = None if "*" in p.groups else [p.group, *p.groups]
-    return Control(
-        id=p.id,
-        title=p.title,
-        rationale=p.rationale,
-        severity=p.severity,
-        refs=References(hipaa=p.hipaa, nist=p.nist, cis=p.cis, threats=p.threats, devsec=p.devsec, owasp_llm=p.owasp_llm),
-        check=FileMode(path=p.path, max_mode=p.mode, owner=p.owner, group=groups, missing_ok=p.if_present),
-        remediation="hardening",
-        break_with=p.break_with,
-    )
-
-
-def _absent_control(cid: str, path: str, cis: str, title: str, rationale: str) -> Control:
-    return Control(
-        id=cid,
-        title=title,
-        rationale=rationale,
-        severity="low",
-        refs=References(hipaa=ACCESS, nist=["AC-3"], cis=[cis], threats=["T9"]),
-        check=Command(command=f"if [ -e {_q(path)} ]; then ls -l {_q(path)}; exit 1; fi; echo '{path} is absent'",
-                      describe=f"{path} does not exist"),
-        remediation="hardening",
-        break_with=f"touch {path}",
-    )
-
-
-def _module_control(mod: BlockedModule) -> Control:
-    return Control(
-        id=f"fs-module-{mod.module}-blocked",
-        title=f"The {mod.module} kernel module cannot be loaded",
-        rationale=f"{mod.why[0].upper()}{mod.why[1:]}: kernel code the inference host never needs is attack surface "
-                  "an attacker can make the kernel load on demand (by mounting an image, plugging a device or opening a socket).",
-        severity="high" if mod.group == "devices" else "medium",
-        refs=References(
-            hipaa=ACCESS,
-            nist=["CM-7"] + (["MP-7", "SC-41"] if mod.group == "devices" else ["SC-7"] if mod.group == "protocols" else []),
-            cis=mod.cis,
-            threats=["T9", "T10"] if mod.group == "devices" else ["T6", "T9"],
-            devsec=mod.devsec,
-        ),
-        check=_module_config_check(mod.module),
-        remediation="hardening",
-        break_with=_module_break(mod),
-    )
-
-
 def _loaded_modules_check() -> Command:
     names = "|".join(m.module.replace("-", "_") for m in MODULES)
     return Command(
@@ -396,8 +650,8 @@ def _loaded_modules_check() -> Command:
 
 
 CONTROLS: list[Control] = [
-    *[_path_control(p) for p in PATHS],
-    *[_absent_control(*a) for a in ABSENT],
+    *controls_of(PATHS),
+    *controls_of(ABSENT),
     Control(
         id="fs-citadel-config-not-writable",
         title="Nothing under /etc/citadel is writable by group or others",
@@ -429,14 +683,14 @@ CONTROLS: list[Control] = [
         remediation="hardening",
         break_with="chmod u+s /usr/lib/openssh/ssh-keysign",
     ),
-    *[_module_control(m) for m in MODULES],
+    *controls_of(MODULES),
     Control(
         id="fs-modules-not-loaded",
         title="None of the blocked kernel modules is loaded",
         rationale="The modprobe configuration only stops future loads; a module loaded before hardening stays "
                   "reachable until it is removed.",
         severity="medium",
-        refs=References(hipaa=ACCESS, nist=["CM-7"], cis=["1.1.1.10", "3.2"], threats=["T6", "T9"], devsec=["os-10"]),
+        refs=References(hipaa=ACCESS, nist=["CM-7"], cis=["1.1.1.10"], threats=["T6", "T9"], devsec=["os-10"]),
         check=_loaded_modules_check(),
         remediation="hardening",
         scope="kernel",
@@ -455,20 +709,7 @@ CONTROLS: list[Control] = [
         remediation="hardening",
         break_with=f"sed -i 's/^\\* *hard core 0$/* hard core unlimited/' {LIMITS_FILE}",
     ),
-    *[
-        Control(
-            id=f"fs-coredump-{key.lower()}",
-            title=f"systemd-coredump keeps nothing ({key}={value})",
-            rationale="systemd-coredump would otherwise store compressed dumps of crashed services (the model "
-                      "server's prompts and weights) under /var/lib/systemd/coredump.",
-            severity="high",
-            refs=References(hipaa=AT_REST, nist=["SC-28", "SC-4"], cis=["1.5.3"], owasp_llm=["LLM02"], threats=["T3", "T10"]),
-            check=_systemd_setting_check("systemd/coredump.conf", key, value),
-            remediation="hardening",
-            break_with=f"sed -i 's/^{key}=.*/{key}={'external' if key == 'Storage' else '2G'}/' {COREDUMP_FILE}",
-        )
-        for key, value in COREDUMP_SETTINGS.items()
-    ],
+    *controls_of(COREDUMP),
     Control(
         id="fs-core-default-limit",
         title="systemd starts every service with a core size limit of 0 (DefaultLimitCORE=0)",
@@ -518,35 +759,6 @@ CONTROLS: list[Control] = [
         scope="kernel",
         break_with="dd if=/dev/zero of=/swap-break bs=1M count=64 status=none && chmod 600 /swap-break && mkswap -q /swap-break && swapon /swap-break",
     ),
-    *[
-        Control(
-            id=f"fs-{m.key}-{option}",
-            title=f"{m.mountpoint} is mounted {option} at boot (fstab)",
-            rationale=f"{m.mountpoint} is writable by every account, the model server's included; with {option}, "
-                      f"{_OPTION_WHY[option]}.",
-            severity="medium",
-            refs=References(hipaa=ACCESS, nist=["CM-6", "AC-6"], cis=[m.cis[option]], threats=["T6", "T9"],
-                            devsec=[_MOUNT_DEVSEC[option]]),
-            check=_fstab_option_check(m, option),
-            remediation="hardening",
-            break_with=f"sed -i -E '/^[^#][^[:space:]]*[[:space:]]+{m.mountpoint.replace('/', chr(92) + '/')}[[:space:]]/ s/,{option}//' /etc/fstab",
-        )
-        for m in MOUNTS
-        for option in MOUNT_OPTIONS
-    ],
-    *[
-        Control(
-            id=f"fs-{m.key}-mounted-options",
-            title=f"{m.mountpoint} is mounted now with nodev,nosuid,noexec",
-            rationale=f"The boot-time entry only takes effect at the next mount; the running {m.mountpoint} must "
-                      "already refuse device files, set-uid programs and direct execution.",
-            severity="medium",
-            refs=References(hipaa=ACCESS, nist=["CM-6", "AC-6"], cis=[m.runtime_cis, *m.cis.values()], threats=["T6", "T9"],
-                            devsec=["os-14", "os-15", "os-16"]),
-            check=_mounted_check(m),
-            remediation="hardening",
-            break_with=f"mount -o remount,exec {m.mountpoint}",
-        )
-        for m in MOUNTS
-    ],
+    *controls_of(FSTAB_OPTIONS),
+    *controls_of(MOUNTS),
 ]

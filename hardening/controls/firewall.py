@@ -7,8 +7,12 @@ model) relies on host-enforced egress filtering: the output chain matters as muc
 
 from __future__ import annotations
 
-from hardening.checks import Command, FileContent, FileMode, ServiceState
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hardening.checks import Check, Command, FileContent, FileMode, ServiceState
 from hardening.model import Control, References
+from hardening.rows import Row, controls_of
 
 ACCESS = ["164.312(a)(1)", "164.312(e)(1)"]
 CHAIN = "nft -s list chain inet citadel {chain} 2>&1"
@@ -16,20 +20,48 @@ CHAIN = "nft -s list chain inet citadel {chain} 2>&1"
 DELETE_RULE = "nft delete rule inet citadel {chain} handle $(nft -a list chain inet citadel {chain} | grep -F '{match}' | head -1 | awk '{{print $NF}}')"
 
 
-def _policy_drop(chain: str, title: str, rationale: str, cis: str, nist: list[str], threats: list[str]) -> Control:
-    return Control(
-        id=f"fw-{chain}-default-deny",
-        title=title,
-        rationale=rationale,
-        severity="high",
-        refs=References(hipaa=ACCESS, nist=nist, cis=[cis], threats=threats, owasp_llm=["LLM02"] if chain == "output" else []),
-        check=Command(command=CHAIN.format(chain=chain), expect_output=r"hook \w+ priority \S+; policy drop;", describe=f"{chain} chain"),
-        remediation="hardening",
-        break_with=f"nft 'chain inet citadel {chain} {{ policy accept ; }}'",
-    )
+@dataclass(frozen=True, kw_only=True)
+class DefaultDeny(Row):
+    """A chain of the citadel table whose policy drops whatever no rule accepts."""
+
+    chain: str
+    hipaa: Sequence[str] = tuple(ACCESS)
+
+    def make_check(self) -> Check:
+        return Command(command=CHAIN.format(chain=self.chain), expect_output=r"hook \w+ priority \S+; policy drop;",
+                       describe=f"{self.chain} chain")
+
+    def make_break(self) -> str:
+        return f"nft 'chain inet citadel {self.chain} {{ policy accept ; }}'"
 
 
-CONTROLS = [
+DEFAULT_DENY: list[DefaultDeny] = [
+    DefaultDeny(
+        id="fw-input-default-deny", chain="input",
+        title="Inbound traffic is denied unless allowed",
+        rationale="Only SSH from the administrators' networks and the gateway from clinical networks may reach the "
+                  "host; nothing of the model server is ever exposed.",
+        severity="high", nist=["SC-7", "SC-7(5)"], cis=["4.3.8"], threats=["T9", "T6"],
+    ),
+    DefaultDeny(
+        id="fw-forward-default-deny", chain="forward",
+        title="The host forwards no traffic",
+        rationale="A GPU host is not a router: forwarding would bridge the clinical network to wherever it is "
+                  "connected.",
+        severity="high", nist=["SC-7"], cis=["4.3.8"], threats=["T9"],
+    ),
+    DefaultDeny(
+        id="fw-output-default-deny", chain="output",
+        title="Outbound traffic is denied unless allowed",
+        rationale="Host-enforced egress filtering stops a compromised model server from sending patient prompts or "
+                  "weights anywhere, and stops malware from calling home.",
+        severity="high", nist=["SC-7", "SC-7(5)", "SI-4"], cis=["4.3.8"], owasp_llm=["LLM02"],
+        threats=["T3", "T6", "T10"],
+    ),
+]
+
+
+CONTROLS: list[Control] = [
     Control(
         id="fw-nftables-enabled",
         title="nftables is installed and loads the firewall at every boot",
@@ -55,26 +87,12 @@ CONTROLS = [
         title="The firewall configuration is private to root",
         rationale="The ruleset lists which networks may reach the host; it is only for administrators, and only root may change it.",
         severity="low",
-        refs=References(hipaa=ACCESS, nist=["AC-6", "CM-6"], cis=["4.3"], threats=["T9"]),
+        refs=References(hipaa=ACCESS, nist=["AC-6", "CM-6"], threats=["T9"]),  # no CIS Debian 12 recommendation
         check=FileMode(path="/etc/nftables.conf", max_mode="0700", owner="root", group=["root"]),
         remediation="hardening",
         break_with="chmod 0755 /etc/nftables.conf",
     ),
-    _policy_drop(
-        "input", "Inbound traffic is denied unless allowed",
-        "Only SSH from the administrators' networks and the gateway from clinical networks may reach the host; nothing of the model server is ever exposed.",
-        "4.3.8", ["SC-7", "SC-7(5)"], ["T9", "T6"],
-    ),
-    _policy_drop(
-        "forward", "The host forwards no traffic",
-        "A GPU host is not a router: forwarding would bridge the clinical network to wherever it is connected.",
-        "4.3.8", ["SC-7"], ["T9"],
-    ),
-    _policy_drop(
-        "output", "Outbound traffic is denied unless allowed",
-        "Host-enforced egress filtering stops a compromised model server from sending patient prompts or weights anywhere, and stops malware from calling home.",
-        "4.3.8", ["SC-7", "SC-7(5)", "SI-4"], ["T3", "T6", "T10"],
-    ),
+    *controls_of(DEFAULT_DENY),
     Control(
         id="fw-inbound-sources-restricted",
         title="Every inbound service is allowed from listed networks only",
@@ -126,7 +144,7 @@ CONTROLS = [
         title="Dropped inbound packets are logged (rate-limited)",
         rationale="Blocked connection attempts are evidence of scanning or misuse that the security team must be able to see.",
         severity="medium",
-        refs=References(hipaa=["164.312(b)"], nist=["AU-2", "AU-12", "SI-4"], cis=["4.3"], threats=["T9"]),
+        refs=References(hipaa=["164.312(b)"], nist=["AU-2", "AU-12", "SI-4"], threats=["T9"]),  # no CIS recommendation
         check=Command(command=CHAIN.format(chain="input"), expect_output=r'log prefix "citadel-drop-in: "', describe="input chain"),
         remediation="hardening",
         break_with=DELETE_RULE.format(chain="input", match="citadel-drop-in"),
@@ -136,7 +154,7 @@ CONTROLS = [
         title="Dropped outbound packets are logged (rate-limited)",
         rationale="An outbound attempt the firewall stopped is the first sign of a compromised model server or malware trying to exfiltrate.",
         severity="medium",
-        refs=References(hipaa=["164.312(b)"], nist=["AU-2", "AU-12", "SI-4"], cis=["4.3"], owasp_llm=["LLM02"], threats=["T3", "T10"]),
+        refs=References(hipaa=["164.312(b)"], nist=["AU-2", "AU-12", "SI-4"], owasp_llm=["LLM02"], threats=["T3", "T10"]),
         check=Command(command=CHAIN.format(chain="output"), expect_output=r'log prefix "citadel-drop-out: "', describe="output chain"),
         remediation="hardening",
         break_with=DELETE_RULE.format(chain="output", match="citadel-drop-out"),

@@ -8,14 +8,20 @@ A host without the role passes (nothing to check), unless it is configured for o
 
 from __future__ import annotations
 
+from citadel_runtime.layout import (
+    GATEWAY_AUDIT_LOG,
+    GATEWAY_CONFIG,
+    GATEWAY_SECRETS,
+    GATEWAY_UNIT,
+    RUN_MODULE,
+    RUNTIME_DIR,
+)
 from hardening.checks import Command
 from hardening.model import Control, References
-from roles.gateway import AUDIT_LOG, CONFIG, UNIT
-from roles.ops.runtime import RUN_MODULE
 
-RUNTIME = RUN_MODULE
-INSTALLED = f"[ -e {CONFIG} ] || {{ echo 'no gateway on this host'; exit 0; }}; "
-INSPECT = f"{INSTALLED}{RUNTIME} citadel_runtime.gateway.inspect"
+INSTALLED = f"[ -e {GATEWAY_CONFIG} ] || {{ echo 'no gateway on this host'; exit 0; }}; "
+INSPECT = f"{INSTALLED}{RUN_MODULE} citadel_runtime.gateway.inspect"
+GATEWAY_CODE = f"{RUNTIME_DIR}/citadel_runtime/gateway"  # as roles.gateway installs it
 MONITORING = ["164.312(b)"]
 
 
@@ -26,7 +32,7 @@ ONLY_LISTENER = Control(
     "limited and recorded. Any other listener is a door around it. A GPU host's keyguard listens for gateways "
     "only (the firewall admits gateway hosts alone).",
     severity="critical",
-    refs=References(hipaa=["164.312(a)(1)", "164.312(e)(1)"], nist=["SC-7", "CM-7", "AC-4"], cis=["3.4"],
+    refs=References(hipaa=["164.312(a)(1)", "164.312(e)(1)"], nist=["SC-7", "CM-7", "AC-4"], cis=["2.1.22"],
                     owasp_llm=["LLM10"], threats=["T3", "T9"]),
     check=Command(command=f"{INSPECT} listeners", describe="every non-loopback TCP/UDP listener is sshd, the gateway or the keyguard"),
     remediation="gateway",
@@ -44,7 +50,7 @@ TLS_SETTINGS = Control(
     check=Command(command=f"{INSPECT} tls", describe="handshakes: TLS 1.0/1.1 and weak TLS 1.2 suites refused"),
     remediation="gateway",
     break_with=("sed -i 's/^CIPHERS = .*/CIPHERS = \"ALL:@SECLEVEL=0\"/' "
-                f"/usr/local/lib/citadel/runtime/citadel_runtime/gateway/server.py && systemctl restart {UNIT} && sleep 2"),
+                f"{GATEWAY_CODE}/server.py && systemctl restart {GATEWAY_UNIT} && sleep 2"),
 )
 
 ALLOWLIST = Control(
@@ -59,8 +65,7 @@ ALLOWLIST = Control(
     remediation="gateway",
     break_with=(f"sed -i 's/\"\\/v1\\/models\": \"GET\",/\"\\/v1\\/models\": \"GET\", \"\\/invocations\": \"POST\", "
                 "\"\\/tokenize\": \"POST\", \"\\/metrics\": \"GET\",/' "
-                "/usr/local/lib/citadel/runtime/citadel_runtime/gateway/routes.py && "
-                f"systemctl restart {UNIT} && sleep 2"),
+                f"{GATEWAY_CODE}/routes.py && systemctl restart {GATEWAY_UNIT} && sleep 2"),
 )
 
 CHAIN = Control(
@@ -71,9 +76,9 @@ CHAIN = Control(
     severity="high",
     refs=References(hipaa=MONITORING + ["164.312(c)(1)"], nist=["AU-9", "AU-10", "AU-12", "AU-3"],
                     owasp_llm=["LLM10"], threats=["T7"]),
-    check=Command(command=f"{INSPECT} chain", describe=f"{AUDIT_LOG} verifies with the key from Vault"),
+    check=Command(command=f"{INSPECT} chain", describe=f"{GATEWAY_AUDIT_LOG} verifies with the key from Vault"),
     remediation="gateway",
-    break_with=f"sed -i '1s/\"status\":[0-9]*/\"status\":200/; 1s/\"client\":[^,]*/\"client\":\"nobody\"/' {AUDIT_LOG}",
+    break_with=f"sed -i '1s/\"status\":[0-9]*/\"status\":200/; 1s/\"client\":[^,]*/\"client\":\"nobody\"/' {GATEWAY_AUDIT_LOG}",
 )
 
 CLIENT_TABLE = Control(
@@ -86,7 +91,7 @@ CLIENT_TABLE = Control(
                     threats=["T3"]),
     check=Command(command=f"{INSPECT} client-table", describe="every client slot is a 64-hex sha256, none has a value"),
     remediation="gateway",
-    break_with=("f=/etc/citadel/secrets/gateway/client-keys.json; python3 -c \"import json; p='$f'; d=json.load(open(p)); "
+    break_with=(f"f={GATEWAY_SECRETS}/client-keys.json; python3 -c \"import json; p='$f'; d=json.load(open(p)); "
                 "d.setdefault('clients', {})['leaky'] = {'current': {'version': 1, 'value': 'ck_plaintext'}}; "
                 "json.dump(d, open(p, 'w'))\""),
 )

@@ -11,262 +11,42 @@ One set of tables, two readers, as for SSH: the controls below check them, and
 Audit rule content and service enablement can be checked in a container; whether the rules
 are loaded in the kernel, and whether auditd runs, cannot (scope="kernel").
 
-New check kinds (here, not in hardening/checks.py): ``AuditRules``, ``AuditRulesLoaded``,
-``JournaldOption``, ``RsyslogConfig`` (subclasses of ``Command``) and ``ServiceIfInstalled``
-(a subclass of ``ServiceState``). They keep their parent's ``kind`` so the catalog's
-discriminated union accepts them; each renders its own read-only script and judges it here.
+This area's check kinds (``AuditRules``, ``AuditRulesLoaded``, ``JournaldOption``,
+``RsyslogConfig``, ``ServiceIfInstalled``) live in ``hardening/checks/logging.py``.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import Field
-
-from hardening.checks import Command, FileContent, FileMode, Package, ServiceState, Verdict
+from citadel_runtime.layout import MODEL_STORE
+from hardening.checks import Check, Command, FileContent, FileMode, Package, ServiceState
+from hardening.checks.logging import (
+    AUDIT_COMPILED,
+    AUDIT_RULES_DIR,
+    AuditRules,
+    AuditRulesLoaded,
+    JournaldOption,
+    RsyslogConfig,
+    ServiceIfInstalled,
+)
 from hardening.model import Control, References
+from hardening.rows import Row, controls_of
 
 AUDIT = ["164.312(b)"]
 INTEGRITY = ["164.312(b)", "164.312(c)(1)"]
 AUDIT_NIST = ["AU-2", "AU-12"]
 
-AUDIT_RULES_DIR = "/etc/audit/rules.d"
 AUDIT_RULES_FILE = f"{AUDIT_RULES_DIR}/50-citadel.rules"
-AUDIT_COMPILED = "/etc/audit/audit.rules"
 AUDITD_CONF = "/etc/audit/auditd.conf"
 JOURNALD_DROPIN = "/etc/systemd/journald.conf.d/50-citadel.conf"
-RSYSLOG_CONF = "/etc/rsyslog.conf"
 # Last among the drop-ins, so its directives are the ones in force for rsyslog.conf's own rules.
 RSYSLOG_DROPIN = "/etc/rsyslog.d/99-citadel.conf"
 LOGROTATE_CONF = "/etc/logrotate.conf"
-MODEL_STORE = "/var/lib/citadel/models"
 SECRET_DIRS = ["/etc/citadel", "/run/citadel"]
-
-# A placeholder that fails loudly if a custom check were ever rebuilt as a plain Command.
-_NOT_PLAIN = "echo 'this check needs its class from hardening.controls.logging' >&2; false"
-
-
-# ---------------------------------------------------------------------------------------------
-# Check kinds
-# ---------------------------------------------------------------------------------------------
-
-
-def _normalize(line: str) -> str:
-    return " ".join(line.split())
-
-
-def _rule_lines(text: str) -> list[str]:
-    return [_normalize(line) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-
-
-def compile_rules(rules_d_text: str) -> list[str]:
-    """What augenrules makes of rules.d (concatenated in `ls -1v` order), as normalised lines.
-
-    The last bare -D first, then the last -b, the last -f, the other lines in order, the last -e
-    at the end (augenrules' own awk program).
-    """
-    minus = {"D": "", "b": "", "f": "", "e": ""}
-    rest: list[str] = []
-    for raw in rules_d_text.splitlines():
-        if not raw or re.match(r"^\s*#", raw):
-            continue
-        if re.match(r"^\s*-e", raw):
-            minus["e"] = raw
-        elif re.match(r"^\s*-D\s*$", raw):
-            minus["D"] = raw
-        elif re.match(r"^\s*-f", raw):
-            minus["f"] = raw
-        elif re.match(r"^\s*-b", raw):
-            minus["b"] = raw
-        else:
-            rest.append(raw)
-    return [minus["D"], minus["b"], minus["f"], *rest, minus["e"]]
-
-
-_SPLIT = "@@citadel-compiled@@"
-
-
-def _trim(lines: list[str]) -> list[str]:
-    while lines and not lines[-1]:
-        lines = lines[:-1]
-    return lines
-
-
-class AuditRules(Command):
-    """The audit rules in rules.d: `rules` all present, or the last -e is `-e 2`, or compiled.
-
-    - mode "present": every line of `rules` is in some /etc/audit/rules.d/*.rules (whitespace
-      normalised), which is what augenrules compiles and auditd loads at boot.
-    - mode "immutable": the last -e directive of rules.d is "-e 2".
-    - mode "compiled": /etc/audit/audit.rules is what augenrules would make of rules.d now.
-    """
-
-    command: str = _NOT_PLAIN
-    describe: str = "audit rules"
-    mode: str = Field("present", pattern=r"^(present|immutable|compiled)$")
-    rules: list[str] = Field(default_factory=list)
-
-    def script(self) -> str:
-        d = shlex.quote(AUDIT_RULES_DIR)
-        return (
-            f"[ -d {d} ] || {{ echo MISSING; exit 0; }}; "
-            f"for f in $(ls -1v {d} | grep '\\.rules$'); do cat {d}/\"$f\"; done; "
-            f"echo '{_SPLIT}'; cat {shlex.quote(AUDIT_COMPILED)} 2>/dev/null; true"
-        )
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
-        if evidence.strip() == "MISSING":
-            return Verdict("fail", f"{AUDIT_RULES_DIR} does not exist")
-        source, _, compiled = evidence.partition(_SPLIT)
-        compiled = compiled[1:] if compiled.startswith("\n") else compiled
-        lines = _rule_lines(source)
-        if self.mode == "present":
-            have = set(lines)
-            missing = [rule for rule in self.rules if _normalize(rule) not in have]
-            if missing:
-                return Verdict("fail", f"{len(missing)} of {len(self.rules)} rules missing from {AUDIT_RULES_DIR}, e.g. {missing[0]!r}")
-            return Verdict("pass", f"{len(self.rules)} rules present in {AUDIT_RULES_DIR}")
-        if self.mode == "immutable":
-            last = [line for line in lines if line.startswith("-e")]
-            if last and last[-1] == "-e 2":
-                return Verdict("pass", "rules.d ends in -e 2: loaded rules cannot be changed until reboot")
-            return Verdict("fail", f"last -e directive in {AUDIT_RULES_DIR} is {last[-1] if last else 'absent'!r}, expected '-e 2'")
-        wanted = _trim([_normalize(x) for x in compile_rules(source)])
-        actual = _trim([_normalize(x) for x in compiled.splitlines() if not x.startswith("## This file is automatically generated")])
-        if wanted == actual:
-            return Verdict("pass", f"{AUDIT_COMPILED} matches {AUDIT_RULES_DIR} ({len(actual)} lines)")
-        return Verdict("fail", f"{AUDIT_COMPILED} is out of date with {AUDIT_RULES_DIR}: run augenrules")
-
-
-def _rule_keys(text: str) -> Counter:
-    keys: Counter = Counter()
-    for line in text.splitlines():
-        if not re.match(r"^\s*-[aw]\s", line):
-            continue
-        match = re.search(r"(?:-k\s+|-F\s+key=)(\S+)", line)
-        keys[match.group(1) if match else "(no key)"] += 1
-    return keys
-
-
-class AuditRulesLoaded(Command):
-    """The kernel runs the compiled rules, locked (`auditctl -s`: enabled 2), rule for rule by key."""
-
-    command: str = _NOT_PLAIN
-    describe: str = "loaded audit rules"
-
-    def script(self) -> str:
-        return f"auditctl -s; echo '{_SPLIT}'; auditctl -l; echo '{_SPLIT}'; cat {shlex.quote(AUDIT_COMPILED)}"
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
-        parts = evidence.split(_SPLIT)
-        if len(parts) != 3:
-            return Verdict("fail", f"could not read the audit status: {evidence[:200]!r}")
-        status, loaded, compiled = parts
-        enabled = re.search(r"^enabled (\d)", status, re.MULTILINE)
-        problems = []
-        if not enabled or enabled.group(1) != "2":
-            problems.append(f"audit is not locked (enabled {enabled.group(1) if enabled else '?'}, expected 2)")
-        want, have = _rule_keys(compiled), _rule_keys(loaded)
-        if want != have:
-            diff = sorted(set(want) ^ set(have) | {k for k in want if want[k] != have.get(k)})
-            problems.append(f"loaded rules differ from {AUDIT_COMPILED} for keys {', '.join(diff[:6])}")
-        if problems:
-            return Verdict("fail", "; ".join(problems))
-        return Verdict("pass", f"{sum(have.values())} rules loaded and locked (enabled 2)")
-
-
-class JournaldOption(Command):
-    """journald's effective setting (systemd-analyze cat-config: last assignment in [Journal] wins)."""
-
-    command: str = _NOT_PLAIN
-    describe: str = "journald option"
-    key: str = Field(pattern=r"^[A-Za-z]+$")
-    expected: list[str] = Field(min_length=1)
-
-    def script(self) -> str:
-        return "systemd-analyze cat-config systemd/journald.conf 2>/dev/null"
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
-        section, value = None, None
-        for raw in evidence.splitlines():
-            line = raw.strip()
-            if not line or line.startswith(("#", ";")):
-                continue
-            if line.startswith("["):
-                section = line
-            elif section == "[Journal]" and "=" in line:
-                key, _, val = line.partition("=")
-                if key.strip() == self.key:
-                    value = val.strip()
-        if value is None:
-            return Verdict("fail", f"journald {self.key} is not set (compiled-in default applies), expected {self.expected[0]}")
-        if value.lower() in [e.lower() for e in self.expected]:
-            return Verdict("pass", f"journald {self.key}={value}")
-        return Verdict("fail", f"journald {self.key}={value}, expected {' or '.join(self.expected)}")
-
-
-# rsyslog.conf with its $IncludeConfig lines replaced by the files they include, in order.
-_RSYSLOG_EXPANDED = (
-    f"[ -f {RSYSLOG_CONF} ] || {{ echo MISSING; exit 0; }}; "
-    "while IFS= read -r l; do case \"$l\" in "
-    "'$IncludeConfig '*) for i in ${l#\\$IncludeConfig }; do [ -f \"$i\" ] && cat \"$i\"; done;; "
-    "*) printf '%s\\n' \"$l\";; esac; "
-    f"done < {RSYSLOG_CONF}"
-)
-
-
-class RsyslogConfig(Command):
-    """rsyslog's configuration in the order rsyslogd reads it: a legacy directive's last value,
-    or (with `absent`) no line matching a pattern."""
-
-    command: str = _NOT_PLAIN
-    describe: str = "rsyslog configuration"
-    directive: str | None = Field(None, pattern=r"^\$[A-Za-z]+$")
-    expected: list[str] = Field(default_factory=list)
-    absent: str | None = None
-
-    def script(self) -> str:
-        return _RSYSLOG_EXPANDED
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
-        if evidence.strip() == "MISSING":
-            return Verdict("fail", f"{RSYSLOG_CONF} does not exist")
-        lines = [line.strip() for line in evidence.splitlines() if line.strip() and not line.strip().startswith("#")]
-        if self.absent is not None:
-            found = [line for line in lines if re.search(self.absent, line)]
-            if found:
-                return Verdict("fail", f"rsyslog configuration has {found[0][:200]!r}")
-            return Verdict("pass", "rsyslog configuration loads no network input module")
-        value = None
-        for line in lines:
-            parts = line.split()
-            if parts[0].lower() == (self.directive or "").lower() and len(parts) > 1:
-                value = parts[1]
-        if value in self.expected:
-            return Verdict("pass", f"rsyslog {self.directive} {value}")
-        return Verdict("fail", f"rsyslog {self.directive} is {value or 'unset'}, expected {' or '.join(self.expected)}")
-
-
-class ServiceIfInstalled(ServiceState):
-    """A unit's state, judged only while its package is installed (else not applicable: the
-    package's own control fails instead, so one removal fails one control)."""
-
-    package: str = Field(pattern=r"^[a-z0-9][a-z0-9+.-]+$")
-
-    def script(self) -> str:
-        p = shlex.quote(self.package)
-        return (
-            f"dpkg-query -W -f='${{Status}}' {p} 2>/dev/null | grep -q ' ok installed$' || echo NOTINSTALLED; "
-            + super().script()
-        )
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
-        if "NOTINSTALLED" in evidence.splitlines():
-            return Verdict("notapplicable", f"{self.package} is not installed (its package control fails instead)")
-        return super().evaluate(evidence, exit_code)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,79 +54,81 @@ class ServiceIfInstalled(ServiceState):
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AuditdSetting:
-    id: str
+@dataclass(frozen=True, kw_only=True)
+class AuditdSetting(Row):
+    """A line of auditd.conf: the role writes `value`, the check accepts any of `accepted`."""
+
     key: str
     value: str  # what the role writes
     accepted: tuple[str, ...]  # what the check accepts (case-insensitive)
-    title: str
-    rationale: str
-    severity: str
-    cis: list[str]
-    devsec: list[str]
     break_value: str
+    hipaa: Sequence[str] = tuple(AUDIT)
+    nist: Sequence[str] = ("AU-4", "AU-5", "AU-11")
+    threats: Sequence[str] = ("T9", "T10")
+
+    def make_check(self) -> Check:
+        accepted = "|".join(re.escape(a) for a in self.accepted)
+        return FileContent(path=AUDITD_CONF, pattern=rf"^\s*{self.key}\s*=\s*({accepted})\s*$", ignore_case=True)
+
+    def make_break(self) -> str:
+        return f"sed -i 's/^{self.key} *=.*/{self.key} = {self.break_value}/' {AUDITD_CONF}"
 
 
-AUDITD_SETTINGS = [
+AUDITD_SETTINGS: list[AuditdSetting] = [
     AuditdSetting(
-        "log-auditd-keep-logs", "max_log_file_action", "keep_logs", ("keep_logs",),
-        "auditd keeps full audit logs instead of rotating them away",
-        "ROTATE deletes the oldest audit log once num_logs is reached: the record of who touched patient "
-        "data on this inference host would silently vanish. HIPAA expects audit trails to be retained.",
-        "high", ["6.2.2.2"], ["package-08"], "ROTATE",
+        id="log-auditd-keep-logs", key="max_log_file_action",
+        value="keep_logs", accepted=("keep_logs",),
+        title="auditd keeps full audit logs instead of rotating them away",
+        rationale="ROTATE deletes the oldest audit log once num_logs is reached: the record of who touched patient "
+                  "data on this inference host would silently vanish. HIPAA expects audit trails to be retained.",
+        severity="high", cis=["6.2.2.2"], devsec=["package-08"], break_value="ROTATE",
     ),
     AuditdSetting(
-        "log-auditd-space-left-action", "space_left_action", "syslog", ("syslog", "email", "exec", "single", "halt"),
-        "auditd warns when the audit disk runs low",
-        "Model weights and caches fill disks on GPU hosts; administrators must be warned (through syslog, "
-        "which is forwarded) before auditing stops.",
-        "medium", ["6.2.2.4"], ["package-08"], "ignore",
+        id="log-auditd-space-left-action", key="space_left_action",
+        value="syslog", accepted=("syslog", "email", "exec", "single", "halt"),
+        title="auditd warns when the audit disk runs low",
+        rationale="Model weights and caches fill disks on GPU hosts; administrators must be warned (through syslog, "
+                  "which is forwarded) before auditing stops.",
+        severity="medium", cis=["6.2.2.4"], devsec=["package-08"], break_value="ignore",
     ),
     AuditdSetting(
-        "log-auditd-admin-space-left-action", "admin_space_left_action", "suspend", ("suspend", "single", "halt"),
-        "auditd stops cleanly, never ignores, a critically full audit disk",
-        "IGNORE lets the host keep serving patient data with auditing silently broken. SUSPEND is chosen "
-        "over SINGLE/HALT so a full disk cannot take the clinical service and the operator's SSH access down.",
-        "medium", ["6.2.2.4"], ["package-08"], "ignore",
+        id="log-auditd-admin-space-left-action", key="admin_space_left_action",
+        value="suspend", accepted=("suspend", "single", "halt"),
+        title="auditd stops cleanly, never ignores, a critically full audit disk",
+        rationale="IGNORE lets the host keep serving patient data with auditing silently broken. SUSPEND is chosen "
+                  "over SINGLE/HALT so a full disk cannot take the clinical service and the operator's SSH access "
+                  "down.",
+        severity="medium", cis=["6.2.2.4"], devsec=["package-08"], break_value="ignore",
     ),
     AuditdSetting(
-        "log-auditd-disk-full-action", "disk_full_action", "suspend", ("suspend", "single", "halt"),
-        "auditd never ignores a full audit disk",
-        "With IGNORE auditd drops records while the host keeps running: events on patient data go unrecorded.",
-        "medium", ["6.2.2.3"], ["package-08"], "ignore",
+        id="log-auditd-disk-full-action", key="disk_full_action",
+        value="suspend", accepted=("suspend", "single", "halt"),
+        title="auditd never ignores a full audit disk",
+        rationale="With IGNORE auditd drops records while the host keeps running: events on patient data go "
+                  "unrecorded.",
+        severity="medium", cis=["6.2.2.3"], devsec=["package-08"], break_value="ignore",
     ),
     AuditdSetting(
-        "log-auditd-disk-error-action", "disk_error_action", "suspend", ("suspend", "single", "halt"),
-        "auditd never ignores audit disk errors",
-        "A failing audit disk must not be ignored silently; records written to it are the evidence of access.",
-        "medium", ["6.2.2.3"], ["package-08"], "ignore",
+        id="log-auditd-disk-error-action", key="disk_error_action",
+        value="suspend", accepted=("suspend", "single", "halt"),
+        title="auditd never ignores audit disk errors",
+        rationale="A failing audit disk must not be ignored silently; records written to it are the evidence of "
+                  "access.",
+        severity="medium", cis=["6.2.2.3"], devsec=["package-08"], break_value="ignore",
     ),
     AuditdSetting(
-        "log-auditd-flush", "flush", "incremental_async", ("incremental", "incremental_async", "data", "sync"),
-        "auditd flushes audit records to disk regularly",
-        "With flush NONE, a crash or power cut (or an attacker's reboot) loses the records of the last minutes.",
-        "low", ["6.2.2"], ["package-08"], "none",
+        id="log-auditd-flush", key="flush",
+        value="incremental_async", accepted=("incremental", "incremental_async", "data", "sync"),
+        title="auditd flushes audit records to disk regularly",
+        rationale="With flush NONE, a crash or power cut (or an attacker's reboot) loses the records of the last "
+                  "minutes.",
+        severity="low", devsec=["package-08"], break_value="none",
     ),
 ]
 
 
 def auditd_line(setting: AuditdSetting) -> str:
     return f"{setting.key} = {setting.value}"
-
-
-def _auditd_control(s: AuditdSetting) -> Control:
-    accepted = "|".join(re.escape(a) for a in s.accepted)
-    return Control(
-        id=s.id,
-        title=s.title,
-        rationale=s.rationale,
-        severity=s.severity,
-        refs=References(hipaa=AUDIT, nist=["AU-4", "AU-5", "AU-11"], cis=s.cis, threats=["T9", "T10"], devsec=s.devsec),
-        check=FileContent(path=AUDITD_CONF, pattern=rf"^\s*{s.key}\s*=\s*({accepted})\s*$", ignore_case=True),
-        remediation="hardening",
-        break_with=f"sed -i 's/^{s.key} *=.*/{s.key} = {s.break_value}/' {AUDITD_CONF}",
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,18 +150,20 @@ def _exec(paths: list[str], key: str) -> list[str]:
     return [f"-a always,exit -F path={p} -F perm=x {UID_FILTER} -k {key}" for p in paths]
 
 
-@dataclass(frozen=True)
-class RuleGroup:
-    id: str
+@dataclass(frozen=True, kw_only=True)
+class RuleGroup(Row):
+    """Audit rules under one key, checked in rules.d; the role writes every group to one file."""
+
     key: str  # unique per group: the break recipe deletes the group by its key
-    rules: list[str]
-    title: str
-    rationale: str
-    severity: str
-    cis: list[str]
-    nist: list[str]
-    threats: list[str]
-    owasp_llm: list[str] | None = None
+    rules: Sequence[str]
+    hipaa: Sequence[str] = tuple(AUDIT)
+
+    def make_check(self) -> Check:
+        return AuditRules(mode="present", rules=list(self.rules), describe=self.title)
+
+    def make_break(self) -> str:
+        # Recompile so only the rules' presence is broken, not audit.rules' freshness.
+        return f"sed -i '/ -k {self.key}$/d' {AUDIT_RULES_FILE} && augenrules"
 
 
 # Setuid/setgid programs every Debian 12 host has (passwd, login, util-linux, sudo, libpam).
@@ -389,157 +173,171 @@ PRIVILEGED_PROGRAMS = [
     "/usr/sbin/unix_chkpwd",
 ]
 
-AUDIT_RULE_GROUPS = [
+AUDIT_RULE_GROUPS: list[RuleGroup] = [
     RuleGroup(
-        "log-audit-identity", "identity",
-        _watch(["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/security/opasswd",
-                "/etc/nsswitch.conf", "/etc/pam.conf", "/etc/pam.d"], "identity"),
-        "Changes to accounts, groups, passwords and PAM are audited",
-        "A new account or a changed PAM stack is how an intruder keeps access to a host holding patient data.",
-        "high", ["6.2.3.8"], ["AU-2", "AU-12", "AC-2(4)"], ["T9", "T10"],
+        id="log-audit-identity", key="identity",
+        rules=_watch(["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/security/opasswd",
+                      "/etc/nsswitch.conf", "/etc/pam.conf", "/etc/pam.d"], "identity"),
+        title="Changes to accounts, groups, passwords and PAM are audited",
+        rationale="A new account or a changed PAM stack is how an intruder keeps access to a host holding patient "
+                  "data.",
+        severity="high", nist=["AU-2", "AU-12", "AC-2(4)"], cis=["6.2.3.8"], threats=["T9", "T10"],
     ),
     RuleGroup(
-        "log-audit-sudoers", "scope",
-        _watch(["/etc/sudoers", "/etc/sudoers.d"], "scope"),
-        "Changes to sudo rights are audited",
-        "Whoever edits sudoers grants themselves root on the host that holds models and patient data.",
-        "high", ["6.2.3.1"], ["AU-2", "AU-12", "AC-6(9)"], ["T9", "T10"],
+        id="log-audit-sudoers", key="scope",
+        rules=_watch(["/etc/sudoers", "/etc/sudoers.d"], "scope"),
+        title="Changes to sudo rights are audited",
+        rationale="Whoever edits sudoers grants themselves root on the host that holds models and patient data.",
+        severity="high", nist=["AU-2", "AU-12", "AC-6(9)"], cis=["6.2.3.1"], threats=["T9", "T10"],
     ),
     RuleGroup(
-        "log-audit-user-emulation", "user_emulation",
-        [f"-a always,exit -F arch={a} -C euid!=uid -F auid!=unset -S execve -k user_emulation" for a in ("b64", "b32")],
-        "Commands run as another user (sudo, su) are audited",
-        "Privileged actions must be attributable to the administrator who ran them (unique user identification).",
-        "high", ["6.2.3.2"], ["AU-2", "AU-12", "AC-6(9)"], ["T9", "T10"],
+        id="log-audit-user-emulation", key="user_emulation",
+        rules=[f"-a always,exit -F arch={a} -C euid!=uid -F auid!=unset -S execve -k user_emulation"
+               for a in ("b64", "b32")],
+        title="Commands run as another user (sudo, su) are audited",
+        rationale="Privileged actions must be attributable to the administrator who ran them (unique user "
+                  "identification).",
+        severity="high", nist=["AU-2", "AU-12", "AC-6(9)"], cis=["6.2.3.2"], threats=["T9", "T10"],
     ),
     RuleGroup(
-        "log-audit-sudo-log", "sudo_log_file",
-        _watch(["/var/log/sudo.log"], "sudo_log_file"),
-        "Changes to the sudo log are audited",
-        "Editing the sudo log is how an intruder hides what was done as root.",
-        "medium", ["6.2.3.3"], ["AU-9", "AU-12"], ["T9"],
+        id="log-audit-sudo-log", key="sudo_log_file",
+        rules=_watch(["/var/log/sudo.log"], "sudo_log_file"),
+        title="Changes to the sudo log are audited",
+        rationale="Editing the sudo log is how an intruder hides what was done as root.",
+        severity="medium", nist=["AU-9", "AU-12"], cis=["6.2.3.3"], threats=["T9"],
     ),
     RuleGroup(
-        "log-audit-time-change", "time-change",
-        _syscalls("adjtimex,settimeofday", "time-change", extra="")
-        + _syscalls("clock_settime", "time-change", extra="-F a0=0x0")
-        + _watch(["/etc/localtime"], "time-change"),
-        "Changes to the system clock are audited",
-        "Audit records are only evidence if their timestamps can be trusted; moving the clock hides events.",
-        "medium", ["6.2.3.4"], ["AU-8", "AU-12"], ["T9"],
+        id="log-audit-time-change", key="time-change",
+        rules=_syscalls("adjtimex,settimeofday", "time-change", extra="")
+              + _syscalls("clock_settime", "time-change", extra="-F a0=0x0")
+              + _watch(["/etc/localtime"], "time-change"),
+        title="Changes to the system clock are audited",
+        rationale="Audit records are only evidence if their timestamps can be trusted; moving the clock hides "
+                  "events.",
+        severity="medium", nist=["AU-8", "AU-12"], cis=["6.2.3.4"], threats=["T9"],
     ),
     RuleGroup(
-        "log-audit-network-env", "system-locale",
-        _syscalls("sethostname,setdomainname", "system-locale", extra="")
-        + _watch(["/etc/issue", "/etc/issue.net", "/etc/hosts", "/etc/hostname", "/etc/networks", "/etc/network"],
-                 "system-locale"),
-        "Changes to host name, hosts file, network configuration and banners are audited",
-        "Redirecting the model gateway or the vault through /etc/hosts is a quiet way to intercept patient data.",
-        "medium", ["6.2.3.5"], ["AU-2", "AU-12", "CM-6"], ["T9", "T10"],
+        id="log-audit-network-env", key="system-locale",
+        rules=_syscalls("sethostname,setdomainname", "system-locale", extra="")
+              + _watch(["/etc/issue", "/etc/issue.net", "/etc/hosts", "/etc/hostname", "/etc/networks", "/etc/network"],
+                       "system-locale"),
+        title="Changes to host name, hosts file, network configuration and banners are audited",
+        rationale="Redirecting the model gateway or the vault through /etc/hosts is a quiet way to intercept "
+                  "patient data.",
+        severity="medium", nist=["AU-2", "AU-12", "CM-6"], cis=["6.2.3.5"], threats=["T9", "T10"],
     ),
     RuleGroup(
-        "log-audit-mac-policy", "MAC-policy",
-        _watch(["/etc/apparmor", "/etc/apparmor.d"], "MAC-policy"),
-        "Changes to AppArmor policy are audited",
-        "AppArmor confines the model server; loosening its profile precedes remote code execution or data theft.",
-        "medium", ["6.2.3.14"], ["AU-2", "AU-12", "AC-3(3)"], ["T6", "T9"],
+        id="log-audit-mac-policy", key="MAC-policy",
+        rules=_watch(["/etc/apparmor", "/etc/apparmor.d"], "MAC-policy"),
+        title="Changes to AppArmor policy are audited",
+        rationale="AppArmor confines the model server; loosening its profile precedes remote code execution or data "
+                  "theft.",
+        severity="medium", nist=["AU-2", "AU-12", "AC-3(3)"], cis=["6.2.3.14"], threats=["T6", "T9"],
     ),
     RuleGroup(
-        "log-audit-perm-mod", "perm_mod",
-        _syscalls("chmod,fchmod,fchmodat", "perm_mod")
-        + _syscalls("chown,fchown,lchown,fchownat", "perm_mod")
-        + _syscalls("setxattr,lsetxattr,fsetxattr,removexattr,lremovexattr,fremovexattr", "perm_mod"),
-        "Permission, ownership and extended attribute changes by users are audited",
-        "Opening up a model, key or patient-data file with chmod/chown is the first step of exfiltration.",
-        "medium", ["6.2.3.9"], ["AU-2", "AU-12"], ["T3", "T10"], ["LLM02"],
+        id="log-audit-perm-mod", key="perm_mod",
+        rules=_syscalls("chmod,fchmod,fchmodat", "perm_mod")
+              + _syscalls("chown,fchown,lchown,fchownat", "perm_mod")
+              + _syscalls("setxattr,lsetxattr,fsetxattr,removexattr,lremovexattr,fremovexattr", "perm_mod"),
+        title="Permission, ownership and extended attribute changes by users are audited",
+        rationale="Opening up a model, key or patient-data file with chmod/chown is the first step of exfiltration.",
+        severity="medium", nist=["AU-2", "AU-12"], cis=["6.2.3.9"], threats=["T3", "T10"], owasp_llm=["LLM02"],
     ),
     RuleGroup(
-        "log-audit-access-denied", "access",
-        _syscalls("creat,open,openat,truncate,ftruncate", "access", extra=f"-F exit=-EACCES {UID_FILTER}")
-        + _syscalls("creat,open,openat,truncate,ftruncate", "access", extra=f"-F exit=-EPERM {UID_FILTER}"),
-        "Denied file accesses by users are audited",
-        "Repeated denied opens show someone probing for patient data, model weights or secrets.",
-        "medium", ["6.2.3.7"], ["AU-2", "AU-12"], ["T3", "T10"], ["LLM02"],
+        id="log-audit-access-denied", key="access",
+        rules=_syscalls("creat,open,openat,truncate,ftruncate", "access", extra=f"-F exit=-EACCES {UID_FILTER}")
+              + _syscalls("creat,open,openat,truncate,ftruncate", "access", extra=f"-F exit=-EPERM {UID_FILTER}"),
+        title="Denied file accesses by users are audited",
+        rationale="Repeated denied opens show someone probing for patient data, model weights or secrets.",
+        severity="medium", nist=["AU-2", "AU-12"], cis=["6.2.3.7"], threats=["T3", "T10"], owasp_llm=["LLM02"],
     ),
     RuleGroup(
-        "log-audit-mounts", "mounts",
-        _syscalls("mount", "mounts"),
-        "File system mounts by users are audited",
-        "Mounting removable or network storage is how model weights and patient data leave the host.",
-        "medium", ["6.2.3.10"], ["AU-2", "AU-12"], ["T3", "T10"],
+        id="log-audit-mounts", key="mounts",
+        rules=_syscalls("mount", "mounts"),
+        title="File system mounts by users are audited",
+        rationale="Mounting removable or network storage is how model weights and patient data leave the host.",
+        severity="medium", nist=["AU-2", "AU-12"], cis=["6.2.3.10"], threats=["T3", "T10"],
     ),
     RuleGroup(
-        "log-audit-session", "session",
-        _watch(["/var/run/utmp", "/var/log/wtmp", "/var/log/btmp"], "session"),
-        "Session records (utmp, wtmp, btmp) are audited",
-        "Who was logged in when patient data was accessed must not be erasable without a trace.",
-        "medium", ["6.2.3.11"], ["AU-2", "AU-12", "AU-14"], ["T9", "T10"],
+        id="log-audit-session", key="session",
+        rules=_watch(["/var/run/utmp", "/var/log/wtmp", "/var/log/btmp"], "session"),
+        title="Session records (utmp, wtmp, btmp) are audited",
+        rationale="Who was logged in when patient data was accessed must not be erasable without a trace.",
+        severity="medium", nist=["AU-2", "AU-12", "AU-14"], cis=["6.2.3.11"], threats=["T9", "T10"],
     ),
     RuleGroup(
-        "log-audit-logins", "logins",
-        _watch(["/var/log/lastlog", "/var/run/faillock"], "logins"),
-        "Login records and failed-login counters are audited",
-        "Resetting failed-login counters or last-login records hides password guessing against administrators.",
-        "medium", ["6.2.3.12"], ["AU-2", "AU-12", "AC-7"], ["T9"],
+        id="log-audit-logins", key="logins",
+        rules=_watch(["/var/log/lastlog", "/var/run/faillock"], "logins"),
+        title="Login records and failed-login counters are audited",
+        rationale="Resetting failed-login counters or last-login records hides password guessing against "
+                  "administrators.",
+        severity="medium", nist=["AU-2", "AU-12", "AC-7"], cis=["6.2.3.12"], threats=["T9"],
     ),
     RuleGroup(
-        "log-audit-delete", "delete",
-        _syscalls("unlink,unlinkat,rename,renameat", "delete"),
-        "File deletions and renames by users are audited",
-        "Deleting logs, model files or exported patient data must leave a record of who did it.",
-        "medium", ["6.2.3.13"], ["AU-2", "AU-12"], ["T9", "T10"],
+        id="log-audit-delete", key="delete",
+        rules=_syscalls("unlink,unlinkat,rename,renameat", "delete"),
+        title="File deletions and renames by users are audited",
+        rationale="Deleting logs, model files or exported patient data must leave a record of who did it.",
+        severity="medium", nist=["AU-2", "AU-12"], cis=["6.2.3.13"], threats=["T9", "T10"],
     ),
     RuleGroup(
-        "log-audit-modules", "kernel_modules",
-        _syscalls("init_module,finit_module,delete_module", "kernel_modules", extra="")
-        + _exec(["/usr/bin/kmod"], "kernel_modules"),
-        "Kernel module loading and unloading is audited",
-        "A malicious kernel module (or a tampered GPU driver) owns the host and every patient record on it.",
-        "high", ["6.2.3.19"], ["AU-2", "AU-12", "CM-7"], ["T6", "T8", "T9"],
+        id="log-audit-modules", key="kernel_modules",
+        rules=_syscalls("init_module,finit_module,delete_module", "kernel_modules", extra="")
+              + _exec(["/usr/bin/kmod"], "kernel_modules"),
+        title="Kernel module loading and unloading is audited",
+        rationale="A malicious kernel module (or a tampered GPU driver) owns the host and every patient record on "
+                  "it.",
+        severity="high", nist=["AU-2", "AU-12", "CM-7"], cis=["6.2.3.19"], threats=["T6", "T8", "T9"],
     ),
     RuleGroup(
-        "log-audit-privileged", "privileged",
-        _exec(PRIVILEGED_PROGRAMS, "privileged"),
-        "Use of setuid and setgid programs is audited",
-        "Setuid programs are the local paths to root; each use must be attributable to a person.",
-        "medium", ["6.2.3.6"], ["AU-2", "AU-12", "AC-6(9)"], ["T9"],
+        id="log-audit-privileged", key="privileged",
+        rules=_exec(PRIVILEGED_PROGRAMS, "privileged"),
+        title="Use of setuid and setgid programs is audited",
+        rationale="Setuid programs are the local paths to root; each use must be attributable to a person.",
+        severity="medium", nist=["AU-2", "AU-12", "AC-6(9)"], cis=["6.2.3.6"], threats=["T9"],
     ),
     RuleGroup(
-        "log-audit-perm-commands", "perm_chng",
-        _exec(["/usr/bin/chcon", "/usr/bin/setfacl", "/usr/bin/chacl", "/usr/sbin/usermod"], "perm_chng"),
-        "Use of chcon, setfacl, chacl and usermod is audited",
-        "ACLs and group membership changes grant access to data without touching the usual permission bits.",
-        "medium", ["6.2.3.15", "6.2.3.16", "6.2.3.17", "6.2.3.18"], ["AU-2", "AU-12"], ["T9", "T10"],
+        id="log-audit-perm-commands", key="perm_chng",
+        rules=_exec(["/usr/bin/chcon", "/usr/bin/setfacl", "/usr/bin/chacl", "/usr/sbin/usermod"], "perm_chng"),
+        title="Use of chcon, setfacl, chacl and usermod is audited",
+        rationale="ACLs and group membership changes grant access to data without touching the usual permission "
+                  "bits.",
+        severity="medium", nist=["AU-2", "AU-12"], cis=["6.2.3.15", "6.2.3.16", "6.2.3.17", "6.2.3.18"],
+        threats=["T9", "T10"],
     ),
     RuleGroup(
-        "log-audit-sshd-config", "sshd_config",
-        _watch(["/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d"], "sshd_config"),
-        "Changes to the SSH server configuration are audited",
-        "Re-enabling passwords or forwarding in sshd opens the host (and the clinical network behind it) to attackers.",
-        "medium", ["6.2.3"], ["AU-2", "AU-12", "CM-6"], ["T9"],
+        id="log-audit-sshd-config", key="sshd_config",
+        rules=_watch(["/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d"], "sshd_config"),
+        title="Changes to the SSH server configuration are audited",
+        rationale="Re-enabling passwords or forwarding in sshd opens the host (and the clinical network behind it) "
+                  "to attackers.",
+        severity="medium", nist=["AU-2", "AU-12", "CM-6"], threats=["T9"],
     ),
     RuleGroup(
-        "log-audit-model-store", "citadel-models",
-        _watch([MODEL_STORE], "citadel-models"),
-        "Changes to the sealed model store are audited",
-        "Replacing or altering model weights plants a backdoor or a poisoned model that gives false clinical "
-        "answers; every write to the store must be attributable.",
-        "high", ["6.2.3"], ["AU-2", "AU-12", "SI-7"], ["T1", "T2", "T8"], ["LLM03", "LLM04"],
+        id="log-audit-model-store", key="citadel-models",
+        rules=_watch([MODEL_STORE], "citadel-models"),
+        title="Changes to the sealed model store are audited",
+        rationale="Replacing or altering model weights plants a backdoor or a poisoned model that gives false "
+                  "clinical answers; every write to the store must be attributable.",
+        severity="high", nist=["AU-2", "AU-12", "SI-7"], threats=["T1", "T2", "T8"],
+        owasp_llm=["LLM03", "LLM04"],
     ),
     RuleGroup(
-        "log-audit-secrets", "citadel-secrets",
-        _watch(SECRET_DIRS, "citadel-secrets", perm="rwa"),
-        "Every access to Citadel's configuration and secrets is audited",
-        "API keys and vault tokens unlock the model and the patient data behind it; reads are recorded too.",
-        "high", ["6.2.3"], ["AU-2", "AU-12", "SC-28"], ["T9", "T10"], ["LLM02"],
+        id="log-audit-secrets", key="citadel-secrets",
+        rules=_watch(SECRET_DIRS, "citadel-secrets", perm="rwa"),
+        title="Every access to Citadel's configuration and secrets is audited",
+        rationale="API keys and vault tokens unlock the model and the patient data behind it; reads are recorded "
+                  "too.",
+        severity="high", nist=["AU-2", "AU-12", "SC-28"], threats=["T9", "T10"], owasp_llm=["LLM02"],
     ),
     RuleGroup(
-        "log-audit-audit-config", "audit_config",
-        _watch(["/etc/audit", "/etc/libaudit.conf"], "audit_config")
-        + _exec(["/usr/sbin/auditctl", "/usr/sbin/auditd", "/usr/sbin/augenrules"], "audit_config"),
-        "Changes to the audit configuration and use of the audit tools are audited",
-        "Turning auditing off or editing its rules is the first thing an intruder does; it must leave a record.",
-        "high", ["6.2.4"], ["AU-9", "AU-12"], ["T9"],
+        id="log-audit-audit-config", key="audit_config",
+        rules=_watch(["/etc/audit", "/etc/libaudit.conf"], "audit_config")
+              + _exec(["/usr/sbin/auditctl", "/usr/sbin/auditd", "/usr/sbin/augenrules"], "audit_config"),
+        title="Changes to the audit configuration and use of the audit tools are audited",
+        rationale="Turning auditing off or editing its rules is the first thing an intruder does; it must leave a "
+                  "record.",
+        severity="high", nist=["AU-9", "AU-12"], threats=["T9"],
     ),
 ]
 
@@ -559,58 +357,51 @@ def audit_rules_file() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _rule_control(g: RuleGroup) -> Control:
-    return Control(
-        id=g.id,
-        title=g.title,
-        rationale=g.rationale,
-        severity=g.severity,
-        refs=References(hipaa=AUDIT, nist=g.nist, cis=g.cis, threats=g.threats, owasp_llm=g.owasp_llm or []),
-        check=AuditRules(mode="present", rules=g.rules, describe=g.title),
-        remediation="hardening",
-        # Recompile so only the rules' presence is broken, not audit.rules' freshness.
-        break_with=f"sed -i '/ -k {g.key}$/d' {AUDIT_RULES_FILE} && augenrules",
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # journald and rsyslog
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JournaldSetting:
-    id: str
+@dataclass(frozen=True, kw_only=True)
+class JournaldSetting(Row):
+    """A [Journal] setting: the role writes `value` in the drop-in, the check accepts any of `accepted`."""
+
     key: str
     value: str
     accepted: tuple[str, ...]
-    title: str
-    rationale: str
-    severity: str
-    cis: list[str]
     break_value: str
+    hipaa: Sequence[str] = tuple(AUDIT)
+    nist: Sequence[str] = ("AU-4", "AU-9", "AU-11")
+    threats: Sequence[str] = ("T9", "T10")
+
+    def make_check(self) -> Check:
+        return JournaldOption(key=self.key, expected=list(self.accepted))
+
+    def make_break(self) -> str:
+        return f"sed -i 's/^{self.key}=.*/{self.key}={self.break_value}/' {JOURNALD_DROPIN}"
 
 
-JOURNALD_SETTINGS = [
+JOURNALD_SETTINGS: list[JournaldSetting] = [
     JournaldSetting(
-        "log-journald-persistent", "Storage", "persistent", ("persistent",),
-        "The journal is kept on disk across reboots",
-        "With volatile storage every log of the model server, SSH and sudo is lost at reboot, including a reboot "
-        "an intruder forces to cover their tracks.",
-        "medium", ["6.1.2.4"], "volatile",
+        id="log-journald-persistent", key="Storage", value="persistent", accepted=("persistent",),
+        title="The journal is kept on disk across reboots",
+        rationale="With volatile storage every log of the model server, SSH and sudo is lost at reboot, including a "
+                  "reboot an intruder forces to cover their tracks.",
+        severity="medium", cis=["6.1.2.4"], break_value="volatile",
     ),
     JournaldSetting(
-        "log-journald-compress", "Compress", "yes", ("yes", "true", "1", "on"),
-        "Large journal entries are compressed",
-        "Inference hosts log a lot; compression keeps the retained history from filling the disk (denial of service).",
-        "low", ["6.1.2.3"], "no",
+        id="log-journald-compress", key="Compress", value="yes", accepted=("yes", "true", "1", "on"),
+        title="Large journal entries are compressed",
+        rationale="Inference hosts log a lot; compression keeps the retained history from filling the disk (denial "
+                  "of service).",
+        severity="low", cis=["6.1.2.3"], threats=["T5", "T9"], break_value="no",
     ),
     JournaldSetting(
-        "log-journald-forward-syslog", "ForwardToSyslog", "yes", ("yes", "true", "1", "on"),
-        "The journal is forwarded to rsyslog",
-        "rsyslog writes the classic log files (auth.log) and is where forwarding to the hospital's log server is "
-        "configured; without forwarding it sees nothing.",
-        "medium", ["6.1.3.3"], "no",
+        id="log-journald-forward-syslog", key="ForwardToSyslog", value="yes", accepted=("yes", "true", "1", "on"),
+        title="The journal is forwarded to rsyslog",
+        rationale="rsyslog writes the classic log files (auth.log) and is where forwarding to the hospital's log "
+                  "server is configured; without forwarding it sees nothing.",
+        severity="medium", cis=["6.1.3.3"], break_value="no",
     ),
 ]
 
@@ -619,20 +410,6 @@ def journald_dropin() -> str:
     lines = ["# Managed by Citadel (role hardening). See hardening/controls/logging.py.", "[Journal]"]
     lines += [f"{s.key}={s.value}" for s in JOURNALD_SETTINGS]
     return "\n".join(lines) + "\n"
-
-
-def _journald_control(s: JournaldSetting) -> Control:
-    return Control(
-        id=s.id,
-        title=s.title,
-        rationale=s.rationale,
-        severity=s.severity,
-        refs=References(hipaa=AUDIT, nist=["AU-4", "AU-9", "AU-11"], cis=s.cis,
-                        threats=["T5", "T9"] if s.key == "Compress" else ["T9", "T10"]),
-        check=JournaldOption(key=s.key, expected=list(s.accepted)),
-        remediation="hardening",
-        break_with=f"sed -i 's/^{s.key}=.*/{s.key}={s.break_value}/' {JOURNALD_DROPIN}",
-    )
 
 
 # Legacy directives, written in the drop-in that rsyslogd reads last before rsyslog.conf's rules.
@@ -680,13 +457,9 @@ AUDIT_LOG = "/var/log/audit/audit.log"
 AUTH_LOG = "/var/log/auth.log"
 
 
-def _c(**kwargs) -> Control:
-    return Control(remediation="hardening", **kwargs)
-
-
 CONTROLS: list[Control] = [
     # --- packages and services -------------------------------------------------------------
-    _c(
+    Control(
         id="log-auditd-installed",
         title="The Linux audit daemon (auditd) is installed",
         rationale="auditd records who did what to patient data, models and secrets on this host, at the kernel "
@@ -694,18 +467,20 @@ CONTROLS: list[Control] = [
         severity="high",
         refs=References(hipaa=AUDIT, nist=AUDIT_NIST + ["AU-3"], cis=["6.2.1.1"], threats=["T9", "T10"], devsec=["package-08"]),
         check=Package(name="auditd"),
+        remediation="hardening",
         break_with="dpkg -r auditd",
     ),
-    _c(
+    Control(
         id="log-auditd-enabled",
         title="auditd starts at boot",
         rationale="Auditing that is not started at boot leaves every session after the next reboot unrecorded.",
         severity="high",
         refs=References(hipaa=AUDIT, nist=AUDIT_NIST, cis=["6.2.1.2"], threats=["T9", "T10"], devsec=["package-08"]),
         check=ServiceIfInstalled(unit="auditd.service", enabled=True, package="auditd"),
+        remediation="hardening",
         break_with="systemctl disable auditd",
     ),
-    _c(
+    Control(
         id="log-auditd-running",
         title="auditd is running",
         rationale="Only a running auditd writes audit records; a container cannot load audit rules, so this is "
@@ -713,10 +488,11 @@ CONTROLS: list[Control] = [
         severity="high",
         refs=References(hipaa=AUDIT, nist=AUDIT_NIST, cis=["6.2.1.2"], threats=["T9", "T10"], devsec=["package-08"]),
         check=ServiceState(unit="auditd.service", active=True),
+        remediation="hardening",
         scope="kernel",
         break_with="kill $(pidof auditd)",
     ),
-    _c(
+    Control(
         id="log-rsyslog-installed",
         title="rsyslog is installed",
         rationale="rsyslog keeps the classic text logs (auth.log) and is how logs reach the hospital's central log "
@@ -724,18 +500,20 @@ CONTROLS: list[Control] = [
         severity="medium",
         refs=References(hipaa=AUDIT, nist=["AU-4(1)", "AU-9(2)", "AU-12"], cis=["6.1.3.1"], threats=["T9"], devsec=["package-07"]),
         check=Package(name="rsyslog"),
+        remediation="hardening",
         break_with="dpkg -r rsyslog",
     ),
-    _c(
+    Control(
         id="log-rsyslog-enabled",
         title="rsyslog is enabled and running",
         rationale="An installed but stopped rsyslog writes no auth.log and forwards nothing.",
         severity="medium",
         refs=References(hipaa=AUDIT, nist=["AU-12"], cis=["6.1.3.2"], threats=["T9"], devsec=["package-07"]),
         check=ServiceIfInstalled(unit="rsyslog.service", enabled=True, active=True, package="rsyslog"),
+        remediation="hardening",
         break_with="systemctl disable --now rsyslog",
     ),
-    _c(
+    Control(
         id="log-logrotate-installed",
         title="logrotate is installed",
         rationale="Without rotation, logs of a busy inference host grow until the disk is full, stopping auditing "
@@ -743,49 +521,54 @@ CONTROLS: list[Control] = [
         severity="medium",
         refs=References(nist=["AU-4", "AU-11"], cis=["6.1.3.8"], threats=["T5", "T9"]),
         check=Package(name="logrotate"),
+        remediation="hardening",
         break_with="dpkg -r logrotate",
     ),
-    _c(
+    Control(
         id="log-logrotate-timer",
         title="logrotate runs daily (its timer is enabled and active)",
         rationale="Rotation only happens if its timer runs; otherwise log growth fills the disk.",
         severity="low",
         refs=References(nist=["AU-4"], cis=["6.1.3.8"], threats=["T5"]),
         check=ServiceIfInstalled(unit="logrotate.timer", enabled=True, active=True, package="logrotate"),
+        remediation="hardening",
         break_with="systemctl disable --now logrotate.timer",
     ),
-    _c(
+    Control(
         id="log-logrotate-includes",
         title="logrotate reads the per-package rotation rules",
         rationale="Without the include of /etc/logrotate.d, rsyslog's and the packages' logs are never rotated.",
         severity="low",
         refs=References(nist=["AU-4"], cis=["6.1.3.8"], threats=["T5"]),
         check=FileContent(path=LOGROTATE_CONF, pattern=r"^\s*include\s+/etc/logrotate\.d\s*$"),
+        remediation="hardening",
         break_with=f"sed -i 's|^include /etc/logrotate.d|#&|' {LOGROTATE_CONF}",
     ),
     # --- auditd configuration --------------------------------------------------------------
-    *[_auditd_control(s) for s in AUDITD_SETTINGS],
-    _c(
+    *controls_of(AUDITD_SETTINGS),
+    Control(
         id="log-auditd-conf-permissions",
         title="auditd.conf is owned by root and not readable by others",
         rationale="Whoever can edit auditd's configuration can turn auditing off or have logs deleted.",
         severity="medium",
         refs=References(hipaa=AUDIT, nist=["AU-9"], cis=["6.2.4.5", "6.2.4.6", "6.2.4.7"], threats=["T9"]),
         check=FileMode(path=AUDITD_CONF, max_mode="0640", owner="root", group=["root"]),
+        remediation="hardening",
         break_with=f"chmod 0644 {AUDITD_CONF}",
     ),
     # --- audit rules -----------------------------------------------------------------------
-    *[_rule_control(g) for g in AUDIT_RULE_GROUPS],
-    _c(
+    *controls_of(AUDIT_RULE_GROUPS),
+    Control(
         id="log-audit-immutable",
         title="Audit rules are locked until reboot (-e 2)",
         rationale="Without -e 2 anyone who gains root can delete the audit rules, act unrecorded, and put them back.",
         severity="high",
         refs=References(hipaa=AUDIT, nist=["AU-9", "AU-12"], cis=["6.2.3.20"], threats=["T9", "T10"]),
         check=AuditRules(mode="immutable", describe="audit rules locked"),
+        remediation="hardening",
         break_with=f"sed -i 's/^-e 2$/-e 1/' {AUDIT_RULES_FILE} && augenrules",
     ),
-    _c(
+    Control(
         id="log-audit-rules-compiled",
         title="The boot-time audit rules are up to date with rules.d",
         rationale="auditd loads /etc/audit/audit.rules at boot; if it was not regenerated, the rules checked "
@@ -793,9 +576,10 @@ CONTROLS: list[Control] = [
         severity="medium",
         refs=References(hipaa=AUDIT, nist=["AU-12", "CM-6"], cis=["6.2.3.21"], threats=["T9"]),
         check=AuditRules(mode="compiled", describe="compiled audit rules"),
+        remediation="hardening",
         break_with=f"echo '-w /etc/fstab -p wa -k drift' >> {AUDIT_COMPILED}",
     ),
-    _c(
+    Control(
         id="log-audit-rules-loaded",
         title="The kernel enforces the compiled audit rules, locked",
         rationale="Rules on disk prove nothing until loaded; the kernel's rule set and lock state are what "
@@ -803,21 +587,23 @@ CONTROLS: list[Control] = [
         severity="high",
         refs=References(hipaa=AUDIT, nist=["AU-12", "AU-9"], cis=["6.2.3.21", "6.2.3.20"], threats=["T9", "T10"]),
         check=AuditRulesLoaded(),
+        remediation="hardening",
         scope="kernel",
         # A rule compiled but never loaded (the loaded set is locked): the redeploy rewrites rules.d.
         break_with=f"echo '-w /etc/fstab -p wa -k drift' >> {AUDIT_RULES_FILE} && augenrules",
     ),
-    _c(
+    Control(
         id="log-audit-rules-permissions",
         title="Citadel's audit rules file is root's alone",
         rationale="Readable rules tell an intruder exactly what is not watched; writable ones can be emptied.",
         severity="medium",
         refs=References(hipaa=AUDIT, nist=["AU-9"], cis=["6.2.4.5", "6.2.4.6", "6.2.4.7"], threats=["T9"]),
         check=FileMode(path=AUDIT_RULES_FILE, max_mode="0640", owner="root", group=["root"]),
+        remediation="hardening",
         break_with=f"chmod 0644 {AUDIT_RULES_FILE}",
     ),
     # --- audit logs ------------------------------------------------------------------------
-    _c(
+    Control(
         id="log-audit-log-dir",
         title="The audit log directory is closed to other users",
         rationale="Audit records name users, files and commands touching patient data; only root and the adm "
@@ -825,30 +611,33 @@ CONTROLS: list[Control] = [
         severity="medium",
         refs=References(hipaa=AUDIT + ["164.312(a)(1)"], nist=["AU-9"], cis=["6.2.4.4"], threats=["T9", "T10"]),
         check=FileMode(path="/var/log/audit", max_mode="0750", owner="root", group=["root", "adm"], missing_ok=True),
+        remediation="hardening",
         break_with="chmod 0755 /var/log/audit",
     ),
-    _c(
+    Control(
         id="log-audit-log-files",
         title="The audit log is readable by root and adm only",
         rationale="Audit records reveal which patients' data was touched and by whom; they must not be world-readable.",
         severity="medium",
         refs=References(hipaa=AUDIT + ["164.312(a)(1)"], nist=["AU-9"], cis=["6.2.4.1", "6.2.4.2", "6.2.4.3"], threats=["T9", "T10"]),
         check=FileMode(path=AUDIT_LOG, max_mode="0640", owner="root", group=["root", "adm"], missing_ok=True),
+        remediation="hardening",
         break_with=f"touch {AUDIT_LOG} && chmod 0644 {AUDIT_LOG}",
     ),
     # --- journald --------------------------------------------------------------------------
-    *[_journald_control(s) for s in JOURNALD_SETTINGS],
-    _c(
+    *controls_of(JOURNALD_SETTINGS),
+    Control(
         id="log-journal-dir",
         title="The persistent journal directory exists, owned by root:systemd-journal",
         rationale="journald only keeps logs across reboots if /var/log/journal exists.",
         severity="medium",
         refs=References(hipaa=AUDIT, nist=["AU-9", "AU-11"], cis=["6.1.1.2", "6.1.2.4"], threats=["T9"]),
         check=FileMode(path="/var/log/journal", max_mode="2755", owner="root", group=["systemd-journal"]),
+        remediation="hardening",
         break_with="rm -rf /var/log/journal",
     ),
     # --- rsyslog configuration and files ---------------------------------------------------
-    _c(
+    Control(
         id="log-rsyslog-file-mode",
         title="rsyslog creates log files readable by root and adm only",
         rationale="auth.log and syslog record logins, commands and service errors that can include patient "
@@ -856,36 +645,40 @@ CONTROLS: list[Control] = [
         severity="medium",
         refs=References(hipaa=AUDIT + ["164.312(a)(1)"], nist=["AU-9"], cis=["6.1.3.4"], threats=["T10"], owasp_llm=["LLM02"]),
         check=RsyslogConfig(directive="$FileCreateMode", expected=["0640", "0600"], describe="rsyslog file mode"),
+        remediation="hardening",
         break_with=f"sed -i 's/^\\$FileCreateMode .*/$FileCreateMode 0644/' {RSYSLOG_DROPIN}",
     ),
-    _c(
+    Control(
         id="log-rsyslog-no-network-input",
         title="rsyslog does not accept logs from the network",
         rationale="A listening syslog port is remote attack surface and lets anyone inject forged records.",
         severity="medium",
         refs=References(nist=["CM-7", "AU-9"], cis=["6.1.3.7"], threats=["T6", "T9"]),
         check=RsyslogConfig(absent=RSYSLOG_NETWORK_INPUT, describe="rsyslog network input"),
+        remediation="hardening",
         break_with=f"echo 'module(load=\"imtcp\")' >> {RSYSLOG_DROPIN}",
     ),
-    _c(
+    Control(
         id="log-auth-log-permissions",
         title="auth.log is owned by root, group adm, mode 0640 or stricter",
         rationale="auth.log records every login and sudo command; others must not read or alter it.",
         severity="medium",
         refs=References(hipaa=AUDIT + ["164.312(a)(1)"], nist=["AU-9"], cis=["6.1.4.1"], threats=["T9", "T10"]),
         check=FileMode(path=AUTH_LOG, max_mode="0640", owner="root", group=["adm", "root"]),
+        remediation="hardening",
         break_with=f"chown daemon {AUTH_LOG}",
     ),
-    _c(
+    Control(
         id="log-var-log-owner",
         title="/var/log belongs to root and is not writable by others",
         rationale="Whoever owns the log directory can replace log files with links and erase evidence.",
         severity="medium",
         refs=References(hipaa=AUDIT, nist=["AU-9"], cis=["6.1.4.1"], threats=["T9"], devsec=["os-11"]),
         check=FileMode(path="/var/log", max_mode="0775", owner="root", group=["root", "syslog"]),
+        remediation="hardening",
         break_with="chown daemon /var/log",
     ),
-    _c(
+    Control(
         id="log-files-not-world-readable",
         title="Log files under /var/log are not readable by other users",
         rationale="Logs of an inference host can hold patient identifiers, prompts and tokens; only root and adm "
@@ -893,6 +686,7 @@ CONTROLS: list[Control] = [
         severity="medium",
         refs=References(hipaa=AUDIT + ["164.312(a)(1)"], nist=["AU-9"], cis=["6.1.4.1"], threats=["T3", "T10"], owasp_llm=["LLM02"]),
         check=Command(command=log_files_open_script(), expect_output=r"\A\s*\Z", describe="log files open to others"),
+        remediation="hardening",
         break_with="touch /var/log/dpkg.log && chmod 0644 /var/log/dpkg.log",
     ),
 ]

@@ -6,122 +6,20 @@ fix cannot drift apart: the packages that must be absent, the apt settings (chec
 ``apt-config``, apt's effective configuration, not one file that another could override),
 the chrony configuration, the AppArmor profile policy, and the GPU udev rule.
 
-Three check kinds live here rather than in hardening/checks.py. They are ``Command``
-subclasses (kind "command", so the Control model accepts them) with their own judging:
-``PackagesAbsent`` (several package names, one verdict), ``FileExact`` (a file's whole
-content equals what the role writes) and ``DeviceNodes`` (not applicable when a host has no
-such device nodes).
+This area's check kinds (``PackagesAbsent``, ``FileExact``, ``PackageService``,
+``DeviceNodes``) live in ``hardening/checks/services.py``.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hardening.checks import Command, FileContent, Package, ServiceState, Verdict
+from hardening.checks import Check, Command, FileContent, Package, ServiceState
+from hardening.checks.services import DeviceNodes, FileExact, PackagesAbsent, PackageService
 from hardening.model import Control, References
-
-# --- check kinds local to this area ------------------------------------------------------
-
-
-class PackagesAbsent(Command):
-    """None of `names` is installed (a package left with only its configuration counts as removed)."""
-
-    names: list[str]
-    command: str = ""
-    describe: str = "packages absent"
-
-    def script(self) -> str:
-        names = " ".join(shlex.quote(n) for n in self.names)
-        return f"dpkg-query -W -f='${{Package}} ${{Status}} ${{Version}}\\n' {names} 2>/dev/null; true"
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
-        names = installed_packages(evidence)
-        versions = {line.split()[0]: line.split()[-1] for line in evidence.splitlines() if len(line.split()) >= 5}
-        installed = [f"{name} {versions.get(name, '')}".strip() for name in names]
-        if installed:
-            return Verdict("fail", "installed: " + ", ".join(installed))
-        return Verdict("pass", "not installed: " + ", ".join(self.names))
-
-
-class FileExact(Command):
-    """A file's whole content is exactly `content` (the text the role writes)."""
-
-    path: str
-    content: str
-    command: str = ""
-    describe: str = "file content"
-
-    def script(self) -> str:
-        p = shlex.quote(self.path)
-        return f"if [ -f {p} ]; then cat {p}; else echo '@@MISSING'; fi"
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
-        seen = evidence.rstrip("\n").splitlines()
-        want = self.content.rstrip("\n").splitlines()
-        if seen == ["@@MISSING"]:
-            return Verdict("fail", f"{self.path} does not exist")
-        if seen == want:
-            return Verdict("pass", f"{self.path} is Citadel's ({len(want)} lines)")
-        for number, (a, b) in enumerate(zip(seen + [""] * len(want), want + [""] * len(seen)), 1):
-            if a != b:
-                return Verdict("fail", f"{self.path} line {number} is {a[:150]!r}, expected {b[:150]!r}")
-        return Verdict("fail", f"{self.path} differs from Citadel's")
-
-
-class PackageService(Command):
-    """A package is installed and its systemd unit is enabled (starts at boot)."""
-
-    package: str
-    unit: str
-    command: str = ""
-    describe: str = "package and service"
-
-    def script(self) -> str:
-        return (
-            f"echo \"package=$(dpkg-query -W -f='${{Status}} ${{Version}}' {shlex.quote(self.package)} 2>/dev/null)\"; "
-            f"echo \"enabled=$(systemctl is-enabled {shlex.quote(self.unit)} 2>/dev/null)\""
-        )
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
-        facts = dict(line.split("=", 1) for line in evidence.splitlines() if "=" in line)
-        package, enabled = facts.get("package", "").split(), facts.get("enabled", "").strip()
-        if package[:3] not in (["install", "ok", "installed"], ["hold", "ok", "installed"]):
-            return Verdict("fail", f"{self.package} is not installed ({' '.join(package) or 'unknown'})")
-        if enabled not in ("enabled", "static", "alias"):
-            return Verdict("fail", f"{self.package} {package[-1]} is installed but {self.unit} is {enabled or 'unknown'}")
-        return Verdict("pass", f"{self.package} {package[-1]} installed, {self.unit} {enabled}")
-
-
-class DeviceNodes(Command):
-    """Existing character devices matching `globs` have at most `max_mode` and group `group`.
-
-    Not applicable on a host with no such device nodes (no GPU, or a container).
-    """
-
-    globs: list[str]
-    max_mode: str = "0660"
-    owner: str = "root"
-    group: str
-    command: str = ""
-    describe: str = "device nodes"
-
-    def script(self) -> str:
-        return f"for f in {' '.join(self.globs)}; do [ -c \"$f\" ] && stat -c '%n %a %U %G' \"$f\"; done; true"
-
-    def evaluate(self, evidence: str, exit_code: int) -> Verdict:
-        nodes = [line.split() for line in evidence.splitlines() if len(line.split()) == 4]
-        if not nodes:
-            return Verdict("notapplicable", f"no GPU device nodes ({' '.join(self.globs)}) on this host")
-        bad = []
-        for path, mode, owner, group in nodes:
-            if int(mode, 8) & ~int(self.max_mode, 8) & 0o7777 or owner != self.owner or group != self.group:
-                bad.append(f"{path} {mode} {owner}:{group}")
-        if bad:
-            return Verdict("fail", f"expected {self.max_mode} {self.owner}:{self.group}; " + ", ".join(bad[:10]))
-        return Verdict("pass", f"{len(nodes)} device nodes are {self.max_mode} or stricter, group {self.group}")
-
+from hardening.rows import Row, controls_of
 
 # --- the data the role applies ------------------------------------------------------------
 
@@ -209,108 +107,153 @@ def fake_package(name: str) -> str:
     )
 
 
-def installed_packages(evidence: str) -> list[str]:
-    """Names from `dpkg-query -W -f='${Package} ${Status}'` lines that are (even partly) installed."""
-    names = []
-    for line in evidence.splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[1] in ("install", "hold") and parts[3] != "not-installed" and parts[3] != "config-files":
-            names.append(parts[0])
-        elif len(parts) >= 4 and parts[1] in ("deinstall", "purge") and parts[3] not in ("not-installed", "config-files"):
-            names.append(parts[0])
-    return names
+@dataclass(frozen=True, kw_only=True)
+class Unwanted(Row):
+    """Packages that must not be installed; the role purges every one of them."""
 
+    packages: Sequence[str]  # the first is the one the break test installs
+    threats: Sequence[str] = ("T9",)
 
-@dataclass(frozen=True)
-class Unwanted:
-    id: str
-    packages: list[str]  # the first is the one the break test installs
-    title: str
-    rationale: str
-    severity: str
-    cis: list[str]
-    nist: list[str]
-    devsec: list[str]
-    threats: tuple[str, ...] = ("T9",)
+    def make_check(self) -> Check:
+        return PackagesAbsent(names=list(self.packages), describe=self.title)
+
+    def make_break(self) -> str:
+        return fake_package(self.packages[0])
 
 
 CLEARTEXT = "It speaks a cleartext protocol: credentials and patient data cross the network readable by anyone on the path."
-UNWANTED = [
-    Unwanted("svc-no-inetd", ["openbsd-inetd", "inetutils-inetd", "rlinetd"], "No inetd super-server is installed",
-             "inetd starts network services on demand outside systemd's view, so they escape the service inventory and the firewall review.",
-             "high", ["2.2"], ["CM-7"], ["package-01"], ("T9", "T6")),
-    Unwanted("svc-no-xinetd", ["xinetd"], "xinetd is not installed",
-             "xinetd starts network services on demand outside systemd's view, so they escape the service inventory and the firewall review.",
-             "high", ["2.2"], ["CM-7"], ["package-01"], ("T9", "T6")),
-    Unwanted("svc-no-telnetd", ["telnetd", "inetutils-telnetd", "telnetd-ssl"], "No telnet server is installed",
-             "A telnet server accepts logins in cleartext. " + CLEARTEXT, "critical", ["2.2"], ["CM-7", "IA-2", "SC-8"], ["package-02"]),
-    Unwanted("svc-no-telnet-client", ["telnet", "inetutils-telnet"], "No telnet client is installed",
-             "A telnet client invites administrators to type credentials over cleartext links. " + CLEARTEXT,
-             "medium", ["2.3.4"], ["CM-7", "SC-8"], []),
-    Unwanted("svc-no-rsh-server", ["rsh-server", "rsh-redone-server"], "No rsh/rlogin server is installed",
-             "The r-commands authenticate by host name and send everything in cleartext. " + CLEARTEXT,
-             "critical", ["2.2"], ["CM-7", "IA-2"], ["package-03"]),
-    Unwanted("svc-no-rsh-client", ["rsh-client", "rsh-redone-client"], "No rsh/rlogin client is installed",
-             "The r-commands authenticate by host name and send everything in cleartext. " + CLEARTEXT,
-             "medium", ["2.3.2"], ["CM-7"], []),
-    Unwanted("svc-no-nis", ["nis", "ypserv"], "NIS (ypserv, ypbind) is not installed",
-             "NIS hands out account and password-hash maps to anyone who asks, with no real authentication.",
-             "high", ["2.2", "2.3.1"], ["CM-7", "IA-5"], ["package-05"]),
-    Unwanted("svc-no-talk", ["talk", "talkd", "inetutils-talk", "inetutils-talkd"], "talk is not installed",
-             "talk is an unauthenticated cleartext chat service: an unneeded network surface on a clinical host.",
-             "low", ["2.3.3"], ["CM-7"], []),
-    Unwanted("svc-no-tftp-server", ["tftpd-hpa", "tftpd", "atftpd"], "No TFTP server is installed",
-             "TFTP has no authentication at all: anyone who can reach it can read (and often write) the files it serves.",
-             "high", ["2.2"], ["CM-7", "AC-3"], ["package-06"], ("T9", "T10")),
-    Unwanted("svc-no-tftp-client", ["tftp-hpa", "tftp", "atftp"], "No TFTP client is installed",
-             "A TFTP client is an unauthenticated way to move files, patient data included, off the host.",
-             "low", ["2.3.5"], ["CM-7"], [], ("T9", "T10")),
-    Unwanted("svc-no-ftp", ["ftp", "inetutils-ftp", "tnftp", "vsftpd", "proftpd-core", "pure-ftpd"], "No FTP client or server is installed",
-             "FTP sends credentials and files in cleartext. " + CLEARTEXT, "medium", ["2.2", "2.3"], ["CM-7", "SC-8"], [], ("T9", "T10")),
-    Unwanted("svc-no-avahi", ["avahi-daemon"], "avahi-daemon (mDNS/DNS-SD) is not installed",
-             "Avahi announces the host and its services to the whole network segment, helping an attacker map GPU hosts in the clinical network.",
-             "medium", ["2.2"], ["CM-7"], []),
-    Unwanted("svc-no-cups", ["cups-daemon", "cups"], "The CUPS print server is not installed",
-             "A print server on an inference host is unneeded network surface with a history of remote vulnerabilities.",
-             "medium", ["2.2"], ["CM-7"], [], ("T9", "T6")),
-    Unwanted("svc-no-rpcbind", ["rpcbind"], "rpcbind is not installed",
-             "rpcbind exposes RPC services and can be abused for traffic amplification; a GPU host serves no NFS or NIS.",
-             "medium", ["2.2"], ["CM-7"], [], ("T9", "T5")),
-    Unwanted("svc-no-snmpd", ["snmpd"], "The SNMP daemon is not installed",
-             "SNMP v1/v2c community strings are cleartext passwords and the agent discloses process lists and network details.",
-             "medium", ["2.2"], ["CM-7", "SC-8"], []),
-    Unwanted("svc-no-prelink", ["prelink"], "prelink is not installed",
-             "prelink rewrites binaries in place, which defeats file-integrity checking (AIDE) and weakens address randomisation.",
-             "medium", ["1.5"], ["SI-7", "SI-16"], ["package-09"], ("T9", "T8")),
-    Unwanted("svc-no-apport", ["apport", "whoopsie"], "No crash reporter (apport, whoopsie) is installed",
-             "Crash reporters collect core dumps, which on an inference host hold prompts and patient data, and may send them off the host.",
-             "high", ["1.5"], ["SI-11", "SC-28"], [], ("T10", "T3")),
-    Unwanted("svc-no-xserver", ["xserver-xorg-core", "xserver-xorg"], "No X Window System server is installed",
-             "A graphical server adds a large, privileged code base a headless GPU host never needs.",
-             "medium", ["2.2"], ["CM-7"], []),
-    Unwanted("svc-no-ldap-server", ["slapd"], "No LDAP server is installed",
-             "A directory server holds credentials; one on an inference host is an unmanaged copy of the hospital's identities.",
-             "medium", ["2.2"], ["CM-7"], []),
+UNWANTED: list[Unwanted] = [
+    Unwanted(
+        id="svc-no-inetd", packages=["openbsd-inetd", "inetutils-inetd", "rlinetd"],
+        title="No inetd super-server is installed",
+        rationale="inetd starts network services on demand outside systemd's view, so they escape the service "
+                  "inventory and the firewall review.",
+        severity="high", nist=["CM-7"], devsec=["package-01"], threats=["T9", "T6"],
+    ),
+    Unwanted(
+        id="svc-no-xinetd", packages=["xinetd"],
+        title="xinetd is not installed",
+        rationale="xinetd starts network services on demand outside systemd's view, so they escape the service "
+                  "inventory and the firewall review.",
+        severity="high", nist=["CM-7"], cis=["2.1.19"], devsec=["package-01"], threats=["T9", "T6"],
+    ),
+    Unwanted(
+        id="svc-no-telnetd", packages=["telnetd", "inetutils-telnetd", "telnetd-ssl"],
+        title="No telnet server is installed",
+        rationale="A telnet server accepts logins in cleartext. " + CLEARTEXT,
+        severity="critical", nist=["CM-7", "IA-2", "SC-8"], devsec=["package-02"],
+    ),
+    Unwanted(
+        id="svc-no-telnet-client", packages=["telnet", "inetutils-telnet"],
+        title="No telnet client is installed",
+        rationale="A telnet client invites administrators to type credentials over cleartext links. " + CLEARTEXT,
+        severity="medium", nist=["CM-7", "SC-8"], cis=["2.2.4"],
+    ),
+    Unwanted(
+        id="svc-no-rsh-server", packages=["rsh-server", "rsh-redone-server"],
+        title="No rsh/rlogin server is installed",
+        rationale="The r-commands authenticate by host name and send everything in cleartext. " + CLEARTEXT,
+        severity="critical", nist=["CM-7", "IA-2"], devsec=["package-03"],
+    ),
+    Unwanted(
+        id="svc-no-rsh-client", packages=["rsh-client", "rsh-redone-client"],
+        title="No rsh/rlogin client is installed",
+        rationale="The r-commands authenticate by host name and send everything in cleartext. " + CLEARTEXT,
+        severity="medium", nist=["CM-7"], cis=["2.2.2"],
+    ),
+    Unwanted(
+        id="svc-no-nis", packages=["nis", "ypserv"],
+        title="NIS (ypserv, ypbind) is not installed",
+        rationale="NIS hands out account and password-hash maps to anyone who asks, with no real authentication.",
+        severity="high", nist=["CM-7", "IA-5"], cis=["2.1.10", "2.2.1"], devsec=["package-05"],
+    ),
+    Unwanted(
+        id="svc-no-talk", packages=["talk", "talkd", "inetutils-talk", "inetutils-talkd"],
+        title="talk is not installed",
+        rationale="talk is an unauthenticated cleartext chat service: an unneeded network surface on a clinical "
+                  "host.",
+        severity="low", nist=["CM-7"], cis=["2.2.3"],
+    ),
+    Unwanted(
+        id="svc-no-tftp-server", packages=["tftpd-hpa", "tftpd", "atftpd"],
+        title="No TFTP server is installed",
+        rationale="TFTP has no authentication at all: anyone who can reach it can read (and often write) the files "
+                  "it serves.",
+        severity="high", nist=["CM-7", "AC-3"], cis=["2.1.16"], devsec=["package-06"], threats=["T9", "T10"],
+    ),
+    Unwanted(
+        id="svc-no-tftp-client", packages=["tftp-hpa", "tftp", "atftp"],
+        title="No TFTP client is installed",
+        rationale="A TFTP client is an unauthenticated way to move files, patient data included, off the host.",
+        severity="low", nist=["CM-7"], threats=["T9", "T10"],
+    ),
+    Unwanted(
+        id="svc-no-ftp", packages=["ftp", "inetutils-ftp", "tnftp", "vsftpd", "proftpd-core", "pure-ftpd"],
+        title="No FTP client or server is installed",
+        rationale="FTP sends credentials and files in cleartext. " + CLEARTEXT,
+        severity="medium", nist=["CM-7", "SC-8"], cis=["2.1.6", "2.2.6"], threats=["T9", "T10"],
+    ),
+    Unwanted(
+        id="svc-no-avahi", packages=["avahi-daemon"],
+        title="avahi-daemon (mDNS/DNS-SD) is not installed",
+        rationale="Avahi announces the host and its services to the whole network segment, helping an attacker map "
+                  "GPU hosts in the clinical network.",
+        severity="medium", nist=["CM-7"], cis=["2.1.2"],
+    ),
+    Unwanted(
+        id="svc-no-cups", packages=["cups-daemon", "cups"],
+        title="The CUPS print server is not installed",
+        rationale="A print server on an inference host is unneeded network surface with a history of remote "
+                  "vulnerabilities.",
+        severity="medium", nist=["CM-7"], cis=["2.1.11"], threats=["T9", "T6"],
+    ),
+    Unwanted(
+        id="svc-no-rpcbind", packages=["rpcbind"],
+        title="rpcbind is not installed",
+        rationale="rpcbind exposes RPC services and can be abused for traffic amplification; a GPU host serves no "
+                  "NFS or NIS.",
+        severity="medium", nist=["CM-7"], cis=["2.1.12"], threats=["T9", "T5"],
+    ),
+    Unwanted(
+        id="svc-no-snmpd", packages=["snmpd"],
+        title="The SNMP daemon is not installed",
+        rationale="SNMP v1/v2c community strings are cleartext passwords and the agent discloses process lists and "
+                  "network details.",
+        severity="medium", nist=["CM-7", "SC-8"], cis=["2.1.15"],
+    ),
+    Unwanted(
+        id="svc-no-prelink", packages=["prelink"],
+        title="prelink is not installed",
+        rationale="prelink rewrites binaries in place, which defeats file-integrity checking (AIDE) and weakens "
+                  "address randomisation.",
+        severity="medium", nist=["SI-7", "SI-16"], cis=["1.5.4"], devsec=["package-09"], threats=["T9", "T8"],
+    ),
+    Unwanted(
+        id="svc-no-apport", packages=["apport", "whoopsie"],
+        title="No crash reporter (apport, whoopsie) is installed",
+        rationale="Crash reporters collect core dumps, which on an inference host hold prompts and patient data, "
+                  "and may send them off the host.",
+        severity="high", nist=["SI-11", "SC-28"], cis=["1.5.5"], threats=["T10", "T3"],
+    ),
+    Unwanted(
+        id="svc-no-xserver", packages=["xserver-xorg-core", "xserver-xorg"],
+        title="No X Window System server is installed",
+        rationale="A graphical server adds a large, privileged code base a headless GPU host never needs.",
+        severity="medium", nist=["CM-7"], cis=["2.1.20"],
+    ),
+    Unwanted(
+        id="svc-no-ldap-server", packages=["slapd"],
+        title="No LDAP server is installed",
+        rationale="A directory server holds credentials; one on an inference host is an unmanaged copy of the "
+                  "hospital's identities.",
+        severity="medium", nist=["CM-7"], cis=["2.1.7"],
+    ),
 ]
 
 UNWANTED_PACKAGES = [name for u in UNWANTED for name in u.packages]
 
 AUDIT = ["164.312(b)"]
 INTEGRITY = ["164.312(c)(1)"]
-
-
-def _unwanted(u: Unwanted) -> Control:
-    return Control(
-        id=u.id,
-        title=u.title,
-        rationale=u.rationale,
-        severity=u.severity,
-        refs=References(nist=u.nist, cis=u.cis, threats=list(u.threats), devsec=u.devsec),
-        check=PackagesAbsent(names=u.packages, describe=u.title),
-        remediation="hardening",
-        break_with=fake_package(u.packages[0]),
-    )
-
 
 UPDATES_RATIONALE = (
     "Unpatched packages are the commonest way in (threat model M3). An air-gapped GPU host gets its "
@@ -577,4 +520,5 @@ CONTROLS: list[Control] = [
         remediation="hardening",
         break_with="for f in " + " ".join(GPU_DEVICE_GLOBS) + "; do [ -c \"$f\" ] && chmod 0666 \"$f\"; done; true",
     ),
-] + [_unwanted(u) for u in UNWANTED]
+    *controls_of(UNWANTED),
+]

@@ -2,33 +2,39 @@
 
 Every check reads what runs (``/proc``, the service cgroups, systemd's view of the loaded
 unit) through ``citadel_runtime.vllm_inspect`` and the isolation probe, both installed by
-the vllm role (roles/vllm), whose paths these checks share. A host that serves no model
-passes. Each control's ``break_with`` is a real misconfiguration of the running server (a
-unit drop-in and a restart), as the lab tests apply it.
+the vllm role (roles/vllm); the paths both sides share are in citadel_runtime.layout. A
+host that serves no model passes. Each control's ``break_with`` is a real misconfiguration
+of the running server (a unit drop-in and a restart), as the lab tests apply it.
 """
 
 from __future__ import annotations
 
+from citadel_runtime.layout import (
+    ISOLATION_PROBE_CONFIG,
+    MODEL_CONFIG_DIR,
+    MODEL_MOUNT_ROOT,
+    RUN_MODULE,
+    RUNTIME_DIR,
+    VLLM_CONF_DIR,
+    VLLM_CURRENT,
+    VLLM_UNIT,
+)
 from hardening.checks import Command
 from hardening.model import Control, References
-from roles.ops.runtime import RUN_MODULE
-from roles.model_store.paths import CONFIG_DIR as MODEL_CONFIG_DIR
-from roles.vllm.paths import CONF_DIR, PROBE_CONFIG, UNIT
 
-RUNTIME = RUN_MODULE
 # Hosts without the vllm role (gateways, GPU hosts serving nothing) pass, unless a model is
 # set up to be unsealed there: then its server is missing.
 INSTALLED = (
-    "[ -e /usr/local/lib/citadel/runtime/citadel_runtime/vllm_inspect.py ] || { "
+    f"[ -e {RUNTIME_DIR}/citadel_runtime/vllm_inspect.py ] || {{ "
     f"ls {MODEL_CONFIG_DIR}/*.json >/dev/null 2>&1 && {{ echo 'models are unsealed here but no model server is "
     "installed (role vllm)'; exit 1; }; echo 'no model server on this host'; exit 0; }; "
 )
-INSPECT = f"{INSTALLED}{RUNTIME} citadel_runtime.vllm_inspect"
+INSPECT = f"{INSTALLED}{RUN_MODULE} citadel_runtime.vllm_inspect"
 MAX_EXPOSURE = 2.0
-DROP_IN = f"/etc/systemd/system/{UNIT}.d/zz-citadel-audit-break.conf"
-SERVE = ("/opt/citadel/vllm/current/bin/python -m vllm.entrypoints.openai.api_server --model "
-         "/run/citadel/models/%%i --served-model-name %%i")
-EACH_MODEL = f'bad=0; for c in {CONF_DIR}/*.conf; do [ -e "$c" ] || continue; m=$(basename "$c" .conf); '
+DROP_IN = f"/etc/systemd/system/{VLLM_UNIT}.d/zz-citadel-audit-break.conf"
+SERVE = (f"{VLLM_CURRENT}/bin/python -m vllm.entrypoints.openai.api_server --model "
+         f"{MODEL_MOUNT_ROOT}/%%i --served-model-name %%i")
+EACH_MODEL = f'bad=0; for c in {VLLM_CONF_DIR}/*.conf; do [ -e "$c" ] || continue; m=$(basename "$c" .conf); '
 ISOLATION = ["164.312(a)(1)", "164.312(e)(1)"]
 
 
@@ -93,8 +99,8 @@ EGRESS_BLOCKED = Control(
     severity="critical",
     refs=References(hipaa=ISOLATION + ["164.312(e)(2)(i)"], nist=["SC-7", "SC-7(5)", "AC-4", "SI-4"],
                     owasp_llm=["LLM02"], threats=["T3", "T6", "T10"]),
-    check=Command(command=f"{INSTALLED}[ -e {PROBE_CONFIG} ] || {{ echo 'no probe configured'; exit 1; }}; "
-                          f"{RUNTIME} citadel_runtime.isolation_probe --check",
+    check=Command(command=f"{INSTALLED}[ -e {ISOLATION_PROBE_CONFIG} ] || {{ echo 'no probe configured'; exit 1; }}; "
+                          f"{RUN_MODULE} citadel_runtime.isolation_probe --check",
                   describe="every probe target blocked for citadel-vllm, on the host and in each sandbox"),
     # The rule by user id is the hardening role's (area firewall); the sandbox and the probe are this one's.
     remediation="vllm",
@@ -153,18 +159,18 @@ SERVES_SIGNED_MODEL = Control(
                     owasp_llm=["LLM03", "LLM04"], threats=["T1", "T2", "T8"]),
     check=Command(
         command=(f"{INSPECT} served; s=$?; " + EACH_MODEL
-                 + f'if ! {RUNTIME} citadel_runtime.unseal --check "$m"; then bad=1; '
+                 + f'if ! {RUN_MODULE} citadel_runtime.unseal --check "$m"; then bad=1; '
                  'echo "unseal: $(journalctl -u citadel-unseal@$m -n 1 -o cat --no-pager 2>/dev/null)"; fi; '
                  'done; [ $s -eq 0 ] && [ $bad -eq 0 ]'),
         describe="citadel-vllm@ serves its unseal mount and the mount verifies",
     ),
     remediation="model-store",
-    break_with="f=$(find /run/citadel/models -type f | head -1) && chmod u+w $f && echo poisoned >> $f",
+    break_with=f"f=$(find {MODEL_MOUNT_ROOT} -type f | head -1) && chmod u+w $f && echo poisoned >> $f",
 )
 
 CONTROLS = [UNIT_EXPOSURE, LOOPBACK_ONLY, EGRESS_BLOCKED, KEY_NOT_ON_CMDLINE, OFFLINE, NO_REMOTE_CODE,
             SERVES_SIGNED_MODEL]
 # How a test puts the host back after a break (removing the drop-in restarts a clean server).
 RESTORE = (f"rm -f {DROP_IN} && systemctl daemon-reload && nft -f /etc/nftables.conf && "
-           "for c in " + CONF_DIR + "/*.conf; do m=$(basename $c .conf); "
+           f"for c in {VLLM_CONF_DIR}/*.conf; do m=$(basename $c .conf); "
            "systemctl restart citadel-unseal@$m citadel-vllm@$m; done")

@@ -17,7 +17,13 @@ from urllib.parse import urlsplit
 from deploy.secrets.status import key_version_times
 from deploy.secrets.store import now, parse_time
 from deploy.vault.bootstrap import (
-    SECRET_ID_NUM_USES, SECRET_ID_TTL, TOKEN_MAX_TTL, TOKEN_TTL, TRANSIT_KEYS, _same_networks, group_networks,
+    SECRET_ID_NUM_USES,
+    SECRET_ID_TTL,
+    TOKEN_MAX_TTL,
+    TOKEN_TTL,
+    TRANSIT_KEYS,
+    _same_networks,
+    group_networks,
     seconds,
 )
 from deploy.vault.policies import FORBIDDEN_CAPABILITIES, GROUPS, parse, policy_name
@@ -34,7 +40,7 @@ def _verdict(problems: list[str], ok: str) -> Verdict:
 
 def tls_only(facts) -> Verdict:
     """https, and plain http to the same port gets no API answer."""
-    import requests
+    import requests  # heavy: imported late, so `citadel --help` stays fast
 
     parts = urlsplit(facts.address)
     if parts.scheme != "https":
@@ -76,7 +82,7 @@ def approle_ttls(facts) -> Verdict:
     limits = {"token_ttl": seconds(TOKEN_TTL), "token_max_ttl": seconds(TOKEN_MAX_TTL),
               "secret_id_ttl": seconds(SECRET_ID_TTL), "secret_id_num_uses": SECRET_ID_NUM_USES}
     problems, seen = [], []
-    for group, name, role in _roles(facts):
+    for _group, name, role in _roles(facts):
         if role is None:
             problems.append(f"role {name} is missing (run citadel vault bootstrap)")
             continue
@@ -162,7 +168,7 @@ def transit_keys_stay_in_vault(facts) -> Verdict:
 
 
 def ca_not_near_expiry(facts) -> Verdict:
-    from cryptography import x509
+    from cryptography import x509  # heavy: imported late, so `citadel --help` stays fast
 
     pem = facts.ca_certificate
     if not pem:

@@ -14,7 +14,7 @@ from hardening.vault.controls import CONTROLS
 
 
 def _error(exc: Exception) -> str:
-    import hvac
+    import hvac  # heavy: imported late, so `citadel --help` stays fast
     import requests
 
     if isinstance(exc, hvac.exceptions.Forbidden):

@@ -10,7 +10,7 @@ certificate, client key hashes, internal keys and audit-log key come from
 Each model is reached through the keyguard of the first GPU host that serves it
 (``https://HOST:8443``, verified against Citadel's PKI CA), with the internal API key.
 
-Threats (../shared/notes/threat-model.md): unauthorised access and inference attacks;
+Threats (docs/threat-model.md): unauthorised access and inference attacks;
 leakage of PHI; lack of monitoring and accountability.
 
 Example::
@@ -28,21 +28,31 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, systemd
 
+from citadel_runtime.layout import (
+    GATEWAY_AUDIT_LOG,
+    GATEWAY_CONFIG,
+    GATEWAY_CONFIG_DIR,
+    GATEWAY_PORT,
+    GATEWAY_SECRETS,
+    GATEWAY_UNIT,
+    KEYGUARD_PORT,
+)
 from roles import Role
+from roles.ops.pyinfra_private import will_change
 from roles.ops.runtime import install_runtime
-from roles.vault_agent.templates import PKI_CA, SECRETS_ROOT
+from roles.vault_agent.templates import PKI_CA
 
-UNIT = "citadel-gateway.service"
-PORT = 443  # roles.hardening.firewall.GATEWAY_PORT
-KEYGUARD_PORT = 8443  # roles.keyguard.PORT
-CONFIG_DIR = "/etc/citadel/gateway"
-CONFIG = f"{CONFIG_DIR}/gateway.json"
-AUDIT_LOG = "/var/log/citadel-gateway/audit.jsonl"
-CLIENT_CA = f"{CONFIG_DIR}/client-ca.pem"  # gateway.client_ca_file, for mutual TLS
-SECRETS = f"{SECRETS_ROOT}/gateway"
-MODULES = ("__init__.py", "keydoc.py", "uds.py", *(f"gateway/{m}" for m in (
-    "__init__.py", "auditlog.py", "clients.py", "content.py", "http1.py", "inspect.py", "metrics.py", "phi.py", "routes.py",
-    "server.py", "upstream.py")))
+CLIENT_CA = f"{GATEWAY_CONFIG_DIR}/client-ca.pem"  # gateway.client_ca_file, for mutual TLS
+MODULES = ("__init__.py", "keydoc.py", "layout.py", "uds.py", *(f"gateway/{m}" for m in (
+    "__init__.py", "auditlog.py", "clients.py", "content.py", "http1.py", "inspect.py", "metrics.py", "phi.py",
+    "routes.py", "server.py", "upstream.py")))
+# The code that makes each control true (its operation's name starts with the ids).
+CODE_FIXES = {
+    "gateway/server.py": "gateway-tls-modern",
+    "gateway/routes.py": "gateway-route-allowlist",
+    "gateway/auditlog.py": "gateway-audit-log-chain",
+    "gateway/clients.py": "gateway-client-keys-hashed",
+}
 
 
 def upstreams(site) -> dict[str, str]:
@@ -60,18 +70,18 @@ def gateway_config(site) -> dict:
     """The gateway's configuration: a pure function of the inventory (reruns are no-ops)."""
     gateway = site.gateway
     return {
-        "listen": f"0.0.0.0:{PORT}",
+        "listen": f"0.0.0.0:{GATEWAY_PORT}",
         "admin_listen": f"127.0.0.1:{gateway.admin_port}",
-        "tls": f"{SECRETS}/tls.pem",
-        "client_keys": f"{SECRETS}/client-keys.json",
-        "audit_key": f"{SECRETS}/audit-hmac.json",
-        "content_key": f"{SECRETS}/content-key.json",
-        "audit_log": AUDIT_LOG,
+        "tls": f"{GATEWAY_SECRETS}/tls.pem",
+        "client_keys": f"{GATEWAY_SECRETS}/client-keys.json",
+        "audit_key": f"{GATEWAY_SECRETS}/audit-hmac.json",
+        "content_key": f"{GATEWAY_SECRETS}/content-key.json",
+        "audit_log": GATEWAY_AUDIT_LOG,
         "audit_fail_open": gateway.audit_fail_open,
         "journal": True,
         "upstreams": upstreams(site),
         "upstream_ca": PKI_CA,
-        "upstream_key": {"kind": "keydoc", "path": f"{SECRETS}/internal-api-key.json"},
+        "upstream_key": {"kind": "keydoc", "path": f"{GATEWAY_SECRETS}/internal-api-key.json"},
         "request_timeout": gateway.request_timeout_seconds,
         "clients": {name: policy.model_dump() for name, policy in sorted(gateway.clients.items())},
         **({"client_ca": CLIENT_CA} if gateway.client_ca_file else {}),
@@ -87,19 +97,24 @@ def apply() -> None:
     if recorders:
         logger.warning("%s: gateway clients %s have their content recorded (encrypted)", host.name, ", ".join(recorders))
         apt.packages(name="python3-cryptography (sealing recorded content)", packages=["python3-cryptography"])
-    code = install_runtime(MODULES)
-    files.directory(name=f"{CONFIG_DIR}", path=CONFIG_DIR, user="root", group="citadel-gateway", mode="0750")
+    code = install_runtime(MODULES, fixes=CODE_FIXES)
+    files.directory(name=f"{GATEWAY_CONFIG_DIR}", path=GATEWAY_CONFIG_DIR, user="root", group="citadel-gateway",
+                    mode="0750")
     client_ca = []
     if site.gateway.client_ca_file:
         client_ca.append(files.put(name="CA of client certificates (mutual TLS)", src=str(site.gateway.client_ca_file),
                                    dest=CLIENT_CA, user="root", group="citadel-gateway", mode="0644"))
-    config = files.put(name=f"Configuration {CONFIG}", src=io.StringIO(json.dumps(gateway_config(site), indent=2) + "\n"),
-                       dest=CONFIG, user="root", group="citadel-gateway", mode="0640")
-    unit = files.put(name=f"Unit {UNIT}", src=str(Path(__file__).parent / "files" / UNIT),
-                     dest=f"/etc/systemd/system/{UNIT}", user="root", group="root", mode="0644")
-    changed = any(op._maybe_is_change for op in [*code, *client_ca, config, unit])  # noqa: SLF001 - pyinfra's own prediction
-    systemd.service(name="citadel-gateway running and enabled", service=UNIT, running=True, enabled=True,
-                    restarted=changed, daemon_reload=unit._maybe_is_change)  # noqa: SLF001
+    # Where it listens (GATEWAY_PORT; metrics on loopback only) and where it keeps its chained log.
+    config = files.put(name=f"gateway-only-listener, gateway-audit-log-chain: configuration {GATEWAY_CONFIG}",
+                       src=io.StringIO(json.dumps(gateway_config(site), indent=2) + "\n"),
+                       dest=GATEWAY_CONFIG, user="root", group="citadel-gateway", mode="0640")
+    unit = files.put(name=f"Unit {GATEWAY_UNIT}", src=str(Path(__file__).parent / "files" / GATEWAY_UNIT),
+                     dest=f"/etc/systemd/system/{GATEWAY_UNIT}", user="root", group="root", mode="0644")
+    changed = any(will_change(op) for op in [*code, *client_ca, config, unit])
+    # The restart puts a change of its code or settings in force.
+    systemd.service(name="gateway-only-listener, gateway-tls-modern, gateway-route-allowlist, gateway-audit-log-chain: "
+                    "citadel-gateway running and enabled", service=GATEWAY_UNIT, running=True, enabled=True,
+                    restarted=changed, daemon_reload=will_change(unit))
 
 
 ROLE = Role(name="gateway", summary="HTTPS front door: client keys, limits, PHI guard, chained audit log",

@@ -11,21 +11,33 @@ swap) is still configured for boot, and reported as written-but-not-applied.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import logging
 import shlex
 
 from pyinfra import host
-from pyinfra.facts.server import Command
 from pyinfra.operations import files, server, systemd
 
 from hardening.controls.filesystem import (
-    ABSENT, CITADEL_CONFIG, COREDUMP_CONTENT, COREDUMP_FILE, LIMITS_CONTENT, LIMITS_FILE, MODULES, MOUNT_OPTIONS, MOUNTS,
-    PATHS, SUID_BLACKLIST, SWAP_TARGET_LINK, SYSTEM_CONTENT, SYSTEM_FILE, BlockedModule,
-    MountPolicy, modprobe_file,
+    ABSENT,
+    CITADEL_CONFIG,
+    COREDUMP_CONTENT,
+    COREDUMP_FILE,
+    LIMITS_CONTENT,
+    LIMITS_FILE,
+    MODULES,
+    MOUNT_OPTIONS,
+    MOUNTS,
+    PATHS,
+    SUID_BLACKLIST,
+    SWAP_TARGET_LINK,
+    SYSTEM_CONTENT,
+    SYSTEM_FILE,
+    BlockedModule,
+    MountPolicy,
+    modprobe_file,
 )
+from roles.facts import FilesystemState
 
 logger = logging.getLogger(__name__)
 
@@ -93,53 +105,6 @@ def rewrite_fstab(text: str, swap_off: bool, mounts: list[MountPolicy] = MOUNTS)
     return "\n".join(out) + "\n"
 
 
-def state_script() -> str:
-    optional = " ".join(shlex.quote(p.path) for p in PATHS if p.if_present)
-    suid = " ".join(shlex.quote(p) for p in SUID_BLACKLIST)
-    loaded = "|".join(m.module.replace("-", "_") for m in MODULES)
-    mountpoints = " ".join(m.mountpoint for m in MOUNTS)
-    return "; ".join([
-        'v=$(systemd-detect-virt --container 2>/dev/null); echo "virt ${v:-none}"',
-        f'for p in {optional}; do [ -e "$p" ] && echo "exists $p"; done',
-        f'for p in {suid}; do [ -e "$p" ] && [ -n "$(find "$p" -maxdepth 0 -perm /6000 2>/dev/null)" ] && echo "setid $p"; done',
-        'echo "fstab $(base64 -w0 /etc/fstab 2>/dev/null)"',
-        f"grep -oE '^({loaded}) ' /proc/modules 2>/dev/null | sed 's/^/loaded /'",
-        'echo "swaps $(tail -n +2 /proc/swaps 2>/dev/null | wc -l)"',
-        f'for m in {mountpoints}; do echo "mount $m $(findmnt -n -o OPTIONS --mountpoint $m 2>/dev/null)"; done',
-        f"find {CITADEL_CONFIG} -xdev -mindepth 1 -maxdepth 4 ! -type l -perm /0022 -printf 'writable %p\\n' 2>/dev/null",
-        'command -v update-initramfs >/dev/null 2>&1 && echo "initramfs yes"',
-        "true",
-    ])
-
-
-def parse_state(output: str | None) -> dict:
-    state: dict = {"virt": "none", "exists": set(), "setid": [], "fstab": "", "loaded": [], "swaps": 0,
-                   "mount": {}, "writable": [], "initramfs": False}
-    for line in (output or "").splitlines():
-        key, _, value = line.partition(" ")
-        if key == "virt":
-            state["virt"] = value.strip() or "none"
-        elif key == "exists":
-            state["exists"].add(value)
-        elif key in ("setid", "writable"):
-            state[key].append(value)
-        elif key == "loaded":
-            state["loaded"].append(value.strip())
-        elif key == "fstab":
-            try:
-                state["fstab"] = base64.b64decode(value.strip()).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                state["fstab"] = None  # unreadable: leave the file alone
-        elif key == "swaps":
-            state["swaps"] = int(value.strip() or 0)
-        elif key == "mount":
-            mountpoint, _, options = value.partition(" ")
-            state["mount"][mountpoint] = options.strip()
-        elif key == "initramfs":
-            state["initramfs"] = True
-    return state
-
-
 # ---------------------------------------------------------------------------- the role part
 
 
@@ -151,29 +116,32 @@ def _written_not_applied(what: str) -> None:
 
 def _paths(state: dict) -> None:
     for p in PATHS:
+        what = f"{p.id}: {p.path} {p.owner}:{p.group} {p.mode}"
         if p.content is not None:
-            files.put(name=f"{p.path} ({p.id})", src=io.StringIO(p.content), dest=p.path,
-                      user=p.owner, group=p.group, mode=p.mode)
+            files.put(name=what, src=io.StringIO(p.content), dest=p.path, user=p.owner, group=p.group, mode=p.mode)
         elif p.if_present and p.path not in state["exists"]:
             continue
         elif p.directory:
-            files.directory(name=f"{p.path} ({p.id})", path=p.path, user=p.owner, group=p.group, mode=p.mode)
+            files.directory(name=what, path=p.path, user=p.owner, group=p.group, mode=p.mode)
         else:
-            files.file(name=f"{p.path} ({p.id})", path=p.path, user=p.owner, group=p.group, mode=p.mode)
-    for cid, path, *_ in ABSENT:
-        files.file(name=f"No {path} ({cid})", path=path, present=False)
+            files.file(name=what, path=p.path, user=p.owner, group=p.group, mode=p.mode)
+    for a in ABSENT:
+        files.file(name=f"{a.id}: no {a.path}", path=a.path, present=False)
     for path in state["writable"]:
-        server.shell(name=f"{path} not writable by group or others", commands=[f"chmod go-w {shlex.quote(path)}"])
+        server.shell(name=f"fs-citadel-config-not-writable: {path} not writable by group or others",
+                     commands=[f"chmod go-w {shlex.quote(path)}"])
     for path in state["setid"]:
-        server.shell(name=f"No set-id bit on {path}", commands=[f"chmod u-s,g-s {shlex.quote(path)}"])
+        server.shell(name=f"fs-suid-blacklist: no set-id bit on {path}",
+                     commands=[f"chmod u-s,g-s {shlex.quote(path)}"])
 
 
 def _modules(site, state: dict, container: bool) -> None:
     changed = []
     for group, modules in blocked_modules(site.settings).items():
+        # One file per group fixes the fs-module-<module>-blocked control of each of its MODULES rows.
         changed.append(files.put(
-            name=f"Kernel modules blocked: {group}", src=io.StringIO(modprobe_conf(group, modules)),
-            dest=modprobe_file(group), user="root", group="root", mode="0644",
+            name=f"fs-module-*-blocked: kernel modules blocked: {group}",
+            src=io.StringIO(modprobe_conf(group, modules)), dest=modprobe_file(group), user="root", group="root", mode="0644",
         ))
     blocked = {m.module.replace("-", "_") for mods in blocked_modules(site.settings).values() for m in mods}
     loaded = [m for m in state["loaded"] if m in blocked]
@@ -182,11 +150,12 @@ def _modules(site, state: dict, container: bool) -> None:
             _written_not_applied(f"modules {', '.join(loaded)} are loaded in the parent's kernel; blocked for boot only")
         return
     if state["initramfs"]:
-        server.shell(name="Blocked modules also kept out of the initramfs", commands=["update-initramfs -u"],
+        server.shell(name="fs-module-*-blocked: blocked modules also kept out of the initramfs",
+                     commands=["update-initramfs -u"],
                      _if=lambda: any(op.did_change() for op in changed))
     for module in loaded:
         server.shell(
-            name=f"Unload blocked module {module}",
+            name=f"fs-modules-not-loaded: unload blocked module {module}",
             commands=[f"modprobe -r {module} || echo 'citadel: {module} is in use; it stays loaded until reboot' >&2"],
         )
 
@@ -196,14 +165,16 @@ def _core_dumps(site) -> None:
         logger.warning("%s: core dumps allowed by settings.core_dumps; the fs-core* controls will fail", host.name)
         host.noop("core dumps allowed by site.settings.core_dumps")
         return
-    files.put(name="No core dumps through PAM (root included)", src=io.StringIO(LIMITS_CONTENT), dest=LIMITS_FILE,
-              user="root", group="root", mode="0644")
-    files.put(name="systemd-coredump stores nothing", src=io.StringIO(COREDUMP_CONTENT), dest=COREDUMP_FILE,
-              user="root", group="root", mode="0644")
-    manager = files.put(name="Services start with a core limit of 0", src=io.StringIO(SYSTEM_CONTENT), dest=SYSTEM_FILE,
-                        user="root", group="root", mode="0644")
+    files.put(name="fs-core-dump-limits: no core dumps through PAM (root included)", src=io.StringIO(LIMITS_CONTENT),
+              dest=LIMITS_FILE, user="root", group="root", mode="0644")
+    # One drop-in holds every COREDUMP row's setting: fs-coredump-storage and fs-coredump-processsizemax.
+    files.put(name="fs-coredump-storage, fs-coredump-processsizemax: systemd-coredump stores nothing",
+              src=io.StringIO(COREDUMP_CONTENT), dest=COREDUMP_FILE, user="root", group="root", mode="0644")
+    manager = files.put(name="fs-core-default-limit: services start with a core limit of 0",
+                        src=io.StringIO(SYSTEM_CONTENT), dest=SYSTEM_FILE, user="root", group="root", mode="0644")
     # The manager reads system.conf only when it starts: re-execute it to apply the new default.
-    server.shell(name="Apply the manager's DefaultLimitCORE", commands=["systemctl daemon-reexec"], _if=manager.did_change)
+    server.shell(name="fs-core-default-limit: apply the manager's DefaultLimitCORE",
+                 commands=["systemctl daemon-reexec"], _if=manager.did_change)
 
 
 def _fstab_and_swap(site, state: dict, container: bool) -> None:
@@ -215,17 +186,20 @@ def _fstab_and_swap(site, state: dict, container: bool) -> None:
     if state["fstab"] is None:
         logger.warning("%s: /etc/fstab is not readable as text; left unchanged", host.name)
     else:
-        files.put(name="fstab: no swap; /tmp and /dev/shm nodev,nosuid,noexec",
+        # One rewrite fixes fs-swap-fstab and every FSTAB_OPTIONS row: fs-tmp-nodev, fs-tmp-nosuid, fs-tmp-noexec,
+        # fs-shm-nodev, fs-shm-nosuid, fs-shm-noexec.
+        files.put(name="fs-swap-fstab, fs-tmp-no*, fs-shm-no*: fstab: no swap; /tmp and /dev/shm nodev,nosuid,noexec",
                   src=io.StringIO(rewrite_fstab(state["fstab"], swap_off)), dest="/etc/fstab",
                   user="root", group="root", mode="0644")
     if swap_off:
-        mask = files.link(name="swap.target masked", path=SWAP_TARGET_LINK, target="/dev/null", user="root", group="root")
-        systemd.daemon_reload(name="systemd sees swap.target masked", _if=mask.did_change)
+        mask = files.link(name="fs-swap-target-masked: swap.target masked", path=SWAP_TARGET_LINK, target="/dev/null",
+                          user="root", group="root")
+        systemd.daemon_reload(name="fs-swap-target-masked: systemd sees swap.target masked", _if=mask.did_change)
         if state["swaps"]:
             if container:
                 _written_not_applied("swap is active in the parent's kernel; disabled for boot only")
             else:
-                server.shell(name="Turn off active swap", commands=["swapoff -a"])
+                server.shell(name="fs-swap-inactive: turn off active swap", commands=["swapoff -a"])
     for mount in MOUNTS:
         options = state["mount"].get(mount.mountpoint, "")
         if not options:
@@ -233,10 +207,11 @@ def _fstab_and_swap(site, state: dict, container: bool) -> None:
                 _written_not_applied(f"{mount.mountpoint} is not a separate mount; its fstab entry applies at the next boot")
             else:
                 # The fstab entry written above says how (tmpfs, nodev,nosuid,noexec).
-                server.shell(name=f"Mount {mount.mountpoint} as its fstab entry says", commands=[f"mount {mount.mountpoint}"])
+                server.shell(name=f"{mount.id}: mount {mount.mountpoint} as its fstab entry says",
+                             commands=[f"mount {mount.mountpoint}"])
             continue
         if any(o not in options.split(",") for o in MOUNT_OPTIONS):
-            server.shell(name=f"Remount {mount.mountpoint} {','.join(MOUNT_OPTIONS)}",
+            server.shell(name=f"{mount.id}: remount {mount.mountpoint} {','.join(MOUNT_OPTIONS)}",
                          commands=[f"mount -o remount,{','.join(MOUNT_OPTIONS)} {mount.mountpoint}"])
     files.directory(name="apt's own directory for debconf scripts", path=APT_TMP_DIR, user="root", group="root", mode="0700")
     files.put(name="apt extracts debconf scripts outside the noexec /tmp", src=io.StringIO(APT_TMP_CONTENT),
@@ -244,7 +219,10 @@ def _fstab_and_swap(site, state: dict, container: bool) -> None:
 
 
 def apply(site, entry) -> None:
-    state = parse_state(host.get_fact(Command, command=state_script()))
+    state = host.get_fact(
+        FilesystemState, optional_paths=[p.path for p in PATHS if p.if_present], setid_paths=SUID_BLACKLIST,
+        modules=[m.module for m in MODULES], mountpoints=[m.mountpoint for m in MOUNTS], config_dir=CITADEL_CONFIG,
+    )
     container = state["virt"] != "none"
     _paths(state)
     _modules(site, state, container)

@@ -23,15 +23,16 @@ from urllib.parse import urlsplit
 
 from pyinfra import host
 from pyinfra.api import OperationError
-from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, systemd
 
-from roles.model_store.paths import MODEL_USER
+from citadel_runtime.layout import GATEWAY_PORT, KEYGUARD_PORT, MODEL_USER
+from deploy.vault import VaultError
+from deploy.vault.bootstrap import host_networks
+from roles.facts import SshConnection
+from roles.model_store.user import ensure_model_user
 from roles.ops import nftables
 
 TABLE = "citadel"
-GATEWAY_PORT = 443
-KEYGUARD_PORT = 8443  # roles.keyguard.PORT
 
 
 def group_addresses(site, group: str) -> list[str]:
@@ -39,9 +40,6 @@ def group_addresses(site, group: str) -> list[str]:
 
     A name that does not resolve is left out: that host stays blocked, the safe failure.
     """
-    from deploy.vault import VaultError
-    from deploy.vault.bootstrap import host_networks
-
     found = set()
     for name in site.hosts_in(group):
         try:
@@ -196,7 +194,7 @@ def lockout_problem(site, host_name: str, connection: str) -> str | None:
 
 def check_no_lockout(site, host_name: str) -> None:
     """Refuse a ruleset that would drop the SSH connection this deploy is using."""
-    connection = host.get_fact(Command, command="echo ${SSH_CONNECTION:-}", _sudo=False) or ""
+    connection = host.get_fact(SshConnection, _sudo=False)
     problem = lockout_problem(site, host_name, connection)
     if problem:
         raise OperationError(f"refusing to load the firewall on {host_name}: {problem}")
@@ -205,10 +203,14 @@ def check_no_lockout(site, host_name: str) -> None:
 def apply(site, entry) -> None:
     check_no_lockout(site, host.name)
     if "gpu" in entry.groups:
-        from roles.model_store.user import ensure_model_user
-
         ensure_model_user()  # the ruleset names it: it must exist before the ruleset loads
-    apt.packages(name="nftables", packages=["nftables"], no_recommends=True)
-    nftables.ruleset(name="Default-deny firewall (inbound and outbound)", config=render_ruleset(site, host.name))
-    files.file(name="Firewall configuration private to root", path="/etc/nftables.conf", user="root", group="root", mode="0700")
-    systemd.service(name="Firewall loaded at boot", service="nftables", enabled=True, running=None)
+    apt.packages(name="fw-nftables-enabled: nftables installed", packages=["nftables"], no_recommends=True)
+    # The whole ruleset, file and live rules at once, fixes fw-boot-config-managed and every control that reads a
+    # chain: fw-input-default-deny, fw-forward-default-deny, fw-output-default-deny, fw-inbound-sources-restricted,
+    # fw-outbound-destinations-restricted, fw-invalid-dropped, fw-loopback-spoofing-dropped,
+    # fw-inbound-drops-logged, fw-outbound-drops-logged.
+    nftables.ruleset(name="fw-boot-config-managed and the chain controls: default-deny firewall (inbound and outbound)",
+                     config=render_ruleset(site, host.name))
+    files.file(name="fw-config-permissions: firewall configuration private to root", path="/etc/nftables.conf",
+               user="root", group="root", mode="0700")
+    systemd.service(name="fw-nftables-enabled: firewall loaded at boot", service="nftables", enabled=True, running=None)

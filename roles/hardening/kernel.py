@@ -19,53 +19,28 @@ import logging
 import shlex
 
 from pyinfra import host
-from pyinfra.facts.server import Command
 from pyinfra.operations import files, server
 
-from hardening.controls.kernel import (
-    SETTINGS,
-    SYSCTL_CONF,
-    SYSCTL_FILE,
-    SysctlSetting,
-    key_regex,
-    parse_assignment,
-    proc_path,
-    sysctl_conf,
-)
+from hardening.checks.kernel import key_regex, parse_assignment, proc_path
+from hardening.controls.kernel import SETTINGS, SYSCTL_FILE, SysctlSetting, sysctl_conf
+from roles.facts import ContainerKind, SysctlAssignments, SysctlValues
 
 logger = logging.getLogger(__name__)
 
 ALL_KEYS = [key for s in SETTINGS for key in s.keys]
 ACCEPTED = {key: s.ok_values for s in SETTINGS for key in s.keys}
+CONTROL_OF = {key: s.id for s in SETTINGS for key in s.keys}
 
 
-def in_container() -> str | None:
-    """The container technology this host runs in, or None on a VM or bare metal."""
-    kind = (host.get_fact(Command, command="systemd-detect-virt --container 2>/dev/null || true") or "").strip()
-    return None if kind in ("", "none") else kind
+def control_ids(keys: list[str]) -> str:
+    """The ids of the controls that `keys` belong to, for an operation's name (each once, in order)."""
+    return ", ".join(dict.fromkeys(CONTROL_OF[key] for key in keys))
 
 
-def running_values() -> dict[str, str | None]:
-    """Every managed key's running value (None: the key does not exist on this kernel)."""
-    script = "; ".join(
-        f"if [ -r {proc_path(k)} ]; then echo \"{k}=$(cat {proc_path(k)})\"; else echo '{k}?'; fi" for k in ALL_KEYS
-    )
-    output = host.get_fact(Command, command=script, _sudo=True) or ""
-    values: dict[str, str | None] = {}
-    for line in output.splitlines():
-        if "=" in line:
-            key, value = line.split("=", 1)
-            values[key] = " ".join(value.split())
-        else:
-            values[line.rstrip("?")] = None
-    return values
-
-
-def conflicting_assignments(listing: str) -> dict[str, list[str]]:
-    """From `path:line` grep output, the keys each file sets to a value the table rejects."""
+def conflicting_assignments(assignments: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """From (path, line) pairs (the SysctlAssignments fact), the keys each file sets to a value the table rejects."""
     conflicts: dict[str, list[str]] = {}
-    for line in listing.splitlines():
-        path, _, text = line.partition(":")
+    for path, text in assignments:
         parsed = parse_assignment(text)
         if not parsed or parsed[0] not in ACCEPTED or path == SYSCTL_FILE:
             continue
@@ -101,10 +76,12 @@ def apply_command(settings: list[SysctlSetting], running: dict[str, str | None])
 
 
 def apply(site, entry) -> None:
-    container = in_container()
+    container = host.get_fact(ContainerKind)
 
+    # One file for the whole table (hardening.controls.kernel.SETTINGS): it fixes the boot-time half of every
+    # kern-* control, so its name gives the id prefix and the table.
     files.put(
-        name=f"Kernel and network parameters at boot ({SYSCTL_FILE})",
+        name=f"kern-* (the sysctl table): kernel and network parameters at boot ({SYSCTL_FILE})",
         src=io.StringIO(sysctl_conf()),
         dest=SYSCTL_FILE,
         user="root",
@@ -113,27 +90,20 @@ def apply(site, entry) -> None:
     )
 
     # Later files (and /etc/sysctl.conf, read last) would undo Citadel's values at boot.
-    regex = shlex.quote(key_regex(ALL_KEYS))
-    listing = host.get_fact(
-        Command,
-        command=(
-            f"for f in {SYSCTL_CONF} /etc/sysctl.d/*.conf; do [ -f \"$f\" ] || continue; r=$(readlink -f \"$f\"); "
-            f"grep -E {regex} \"$r\" | sed \"s|^|$r:|\"; done | sort -u; true"
-        ),
-        _sudo=True,
-    ) or ""
-    for path, keys in sorted(conflicting_assignments(listing).items()):
+    assignments = host.get_fact(SysctlAssignments, keys=ALL_KEYS, _sudo=True)
+    for path, keys in sorted(conflicting_assignments(assignments).items()):
         server.shell(
-            name=f"Comment out {', '.join(keys)} in {path} (conflicts with {SYSCTL_FILE})",
+            name=f"{control_ids(keys)}: comment out {', '.join(keys)} in {path} (conflicts with {SYSCTL_FILE})",
             commands=[comment_out_command(path, keys)],
         )
 
-    running = running_values()
-    live = [s for s in SETTINGS if not (container and s.scope == "kernel")]
-    unapplied = [s for s in SETTINGS if container and s.scope == "kernel"]
+    running = host.get_fact(SysctlValues, keys=ALL_KEYS, _sudo=True)
+    live = [s for s in SETTINGS if not (container and s.scope() == "kernel")]
+    unapplied = [s for s in SETTINGS if container and s.scope() == "kernel"]
     wrong = [k for s in live for k in s.keys if running.get(k) is not None and running[k] not in s.ok_values]
     if wrong:
-        server.shell(name=f"Set running kernel parameters ({', '.join(wrong)})", commands=[apply_command(live, running)])
+        server.shell(name=f"{control_ids(wrong)}: set running kernel parameters ({', '.join(wrong)})",
+                     commands=[apply_command(live, running)])
     else:
         host.noop(f"running network{'' if container else ' and kernel'} parameters already hardened")
     if unapplied:

@@ -18,7 +18,6 @@ import shlex
 
 from pyinfra import host
 from pyinfra.facts.files import Directory, File
-from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server, systemd
 
 from hardening.controls.logging import (
@@ -32,22 +31,16 @@ from hardening.controls.logging import (
     JOURNALD_DROPIN,
     LOGROTATE_CONF,
     RSYSLOG_DROPIN,
-    AuditRules,
     audit_rules_file,
     auditd_line,
     journald_dropin,
-    log_files_open_script,
     rsyslog_dropin,
 )
+from roles.facts import AuditRulesLocked, ContainerKind, ControlOutput, ControlVerdict
 
 logger = pylogging.getLogger("citadel.hardening.logging")
 
 PACKAGES = ["auditd", "rsyslog", "logrotate"]
-
-
-def _container() -> str | None:
-    kind = (host.get_fact(Command, command="systemd-detect-virt --container 2>/dev/null || true") or "").strip()
-    return None if kind in ("", "none") else kind
 
 
 def _mode(fact: dict) -> int:
@@ -72,20 +65,23 @@ def _tighten(path: str, max_mode: int, user: str, groups: list[str], name: str, 
     operation(name=name, path=path, user=user, group=group, mode=f"{wanted:04o}")
 
 
-def _service(unit: str, container_note: str | None = None) -> None:
+def _service(unit: str, enabled_id: str, running_id: str | None = None, container_note: str | None = None) -> None:
     """Enable first, then start: enabling a started rsyslog re-creates its syslog.service alias
-    and the daemon-reload that follows loses track of the running process."""
-    systemd.service(name=f"{unit} starts at boot", service=unit, enabled=True, running=None)
+    and the daemon-reload that follows loses track of the running process.
+
+    `enabled_id` and `running_id` (the same control when not given) name the controls each step fixes.
+    """
+    systemd.service(name=f"{enabled_id}: {unit} starts at boot", service=unit, enabled=True, running=None)
     if container_note:
         host.noop(container_note)
     else:
-        systemd.service(name=f"{unit} running", service=unit, running=True)
+        systemd.service(name=f"{running_id or enabled_id}: {unit} running", service=unit, running=True)
 
 
 def _auditd(container: str | None) -> None:
     conf = [
         files.line(
-            name=f"auditd.conf: {auditd_line(setting)}",
+            name=f"{setting.id}: auditd.conf: {auditd_line(setting)}",
             path=AUDITD_CONF,
             line=rf"^\s*{setting.key}\s*=.*$",
             replace=auditd_line(setting),
@@ -93,16 +89,26 @@ def _auditd(container: str | None) -> None:
         for setting in AUDITD_SETTINGS
     ]
     if not container:
-        # auditd re-reads auditd.conf on SIGHUP (Debian's unit has no ExecReload).
+        # auditd re-reads auditd.conf on SIGHUP (Debian's unit has no ExecReload). It applies every
+        # AUDITD_SETTINGS row: log-auditd-keep-logs, log-auditd-space-left-action,
+        # log-auditd-admin-space-left-action, log-auditd-disk-full-action, log-auditd-disk-error-action,
+        # log-auditd-flush.
         server.shell(
-            name="auditd re-reads auditd.conf",
+            name="log-auditd-* (AUDITD_SETTINGS): auditd re-reads auditd.conf",
             commands=['if [ -s /run/auditd.pid ]; then kill -HUP "$(cat /run/auditd.pid)"; fi'],
             _if=lambda: any(op.did_change() for op in conf),
         )
-    files.file(name="auditd.conf private to root", path=AUDITD_CONF, user="root", group="root", mode="0640")
+    files.file(name="log-auditd-conf-permissions: auditd.conf private to root", path=AUDITD_CONF,
+               user="root", group="root", mode="0640")
 
+    # One file holds every AUDIT_RULE_GROUPS row's rules (log-audit-identity, log-audit-sudoers,
+    # log-audit-user-emulation, log-audit-sudo-log, log-audit-time-change, log-audit-network-env,
+    # log-audit-mac-policy, log-audit-perm-mod, log-audit-access-denied, log-audit-mounts, log-audit-session,
+    # log-audit-logins, log-audit-delete, log-audit-modules, log-audit-privileged, log-audit-perm-commands,
+    # log-audit-sshd-config, log-audit-model-store, log-audit-secrets, log-audit-audit-config), the -e 2 of
+    # log-audit-immutable, and the mode of log-audit-rules-permissions.
     rules = files.put(
-        name="Citadel audit rules",
+        name="log-audit-* (AUDIT_RULE_GROUPS), log-audit-immutable, log-audit-rules-permissions: Citadel audit rules",
         src=io.StringIO(audit_rules_file()),
         dest=AUDIT_RULES_FILE,
         user="root",
@@ -110,13 +116,10 @@ def _auditd(container: str | None) -> None:
         mode="0640",
     )
     # Same evidence and judgement as the log-audit-rules-compiled control.
-    check = AuditRules(mode="compiled")
-    seen = host.get_fact(Command, command=f"{check.script()}") or ""
-    stale = check.evaluate(seen, 0).status != "pass"
+    stale = host.get_fact(ControlVerdict, control_id="log-audit-rules-compiled").status != "pass"
     locked = False
     if not container:
-        status = host.get_fact(Command, command="auditctl -s 2>/dev/null || true") or ""
-        locked = "enabled 2" in status
+        locked = host.get_fact(AuditRulesLocked)
     if container:
         load = "augenrules"
         host.noop(f"audit rules written and compiled; a {container} container cannot load them (kernel-level, verify on a VM)")
@@ -127,24 +130,29 @@ def _auditd(container: str | None) -> None:
     else:
         load = "augenrules --load"
     server.shell(
-        name=f"Compile the audit rules into {AUDIT_COMPILED}" + ("" if load == "augenrules" else " and load them"),
+        name=f"log-audit-rules-compiled, log-audit-rules-loaded: compile the audit rules into {AUDIT_COMPILED}"
+        + ("" if load == "augenrules" else " and load them"),
         commands=[load],
         _if=(lambda: True) if stale else rules.did_change,
     )
 
-    _tighten("/var/log/audit", 0o750, "root", ["adm", "root"], "Audit log directory closed to others", directory=True)
-    _tighten(AUDIT_LOG, 0o640, "root", ["adm", "root"], "Audit log readable by root and adm only")
+    _tighten("/var/log/audit", 0o750, "root", ["adm", "root"], "log-audit-log-dir: audit log directory closed to others",
+             directory=True)
+    _tighten(AUDIT_LOG, 0o640, "root", ["adm", "root"], "log-audit-log-files: audit log readable by root and adm only")
 
     _service(
-        "auditd.service",
+        "auditd.service", "log-auditd-enabled", "log-auditd-running",
         f"auditd enabled for boot but not started: a {container} container cannot run it (kernel-level)" if container else None,
     )
 
 
 def _journald() -> None:
-    files.directory(name="journald drop-in directory", path="/etc/systemd/journald.conf.d", user="root", group="root", mode="0755")
+    # The drop-in holds every JOURNALD_SETTINGS row: log-journald-persistent, log-journald-compress,
+    # log-journald-forward-syslog.
+    files.directory(name="log-journald-* (JOURNALD_SETTINGS): journald drop-in directory",
+                    path="/etc/systemd/journald.conf.d", user="root", group="root", mode="0755")
     dropin = files.put(
-        name="journald: persistent, compressed, forwarded to rsyslog",
+        name="log-journald-* (JOURNALD_SETTINGS): journald: persistent, compressed, forwarded to rsyslog",
         src=io.StringIO(journald_dropin()),
         dest=JOURNALD_DROPIN,
         user="root",
@@ -152,36 +160,41 @@ def _journald() -> None:
         mode="0644",
     )
     journal = files.directory(
-        name="Persistent journal directory", path="/var/log/journal", user="root", group="systemd-journal", mode="2755"
+        name="log-journal-dir: persistent journal directory", path="/var/log/journal",
+        user="root", group="systemd-journal", mode="2755",
     )
     server.shell(
-        name="Restart journald to apply its settings",
+        name="log-journald-* (JOURNALD_SETTINGS), log-journal-dir: restart journald to apply its settings",
         commands=["systemctl restart systemd-journald"],
         _if=lambda: dropin.did_change() or journal.did_change(),
     )
 
 
 def _rsyslog() -> None:
+    # The drop-in holds RSYSLOG_DIRECTIVES (log-rsyslog-file-mode); rewriting it also drops a network
+    # input added there (log-rsyslog-no-network-input).
     dropin = files.put(
-        name="rsyslog: private log files, no network input",
+        name="log-rsyslog-file-mode, log-rsyslog-no-network-input: rsyslog: private log files, no network input",
         src=io.StringIO(rsyslog_dropin()),
         dest=RSYSLOG_DROPIN,
         user="root",
         group="root",
         mode="0644",
     )
-    _service("rsyslog.service")
+    _service("rsyslog.service", "log-rsyslog-enabled")
     systemd.service(
-        name="Restart rsyslog for its new settings", service="rsyslog.service", running=True, restarted=True,
+        name="log-rsyslog-file-mode, log-rsyslog-no-network-input: restart rsyslog for its new settings",
+        service="rsyslog.service", running=True, restarted=True,
         _if=dropin.did_change,
     )
-    files.file(name="auth.log owned by root:adm, 0640", path=AUTH_LOG, user="root", group="adm", mode="0640")
+    files.file(name="log-auth-log-permissions: auth.log owned by root:adm, 0640", path=AUTH_LOG,
+               user="root", group="adm", mode="0640")
 
 
 def _logrotate() -> None:
-    _service("logrotate.timer")
+    _service("logrotate.timer", "log-logrotate-timer")
     files.line(
-        name="logrotate reads /etc/logrotate.d",
+        name="log-logrotate-includes: logrotate reads /etc/logrotate.d",
         path=LOGROTATE_CONF,
         line=r"^\s*include\s+/etc/logrotate\.d\s*$",
         replace="include /etc/logrotate.d",
@@ -192,22 +205,25 @@ def _log_files() -> None:
     fact = host.get_fact(File, path="/var/log")
     group = fact["group"] if fact and fact["group"] in ("root", "syslog") else "root"
     current = _mode(fact) & 0o7777 if fact else 0o755
-    files.directory(name="/var/log owned by root", path="/var/log", user="root", group=group, mode=f"{current & 0o775:04o}")
+    files.directory(name="log-var-log-owner: /var/log owned by root", path="/var/log",
+                    user="root", group=group, mode=f"{current & 0o775:04o}")
     for path in CLOSED_LOG_DIRS:
-        files.directory(name=f"{path} closed to others", path=path, user="root", group="adm", mode="0750")
+        files.directory(name=f"log-files-not-world-readable: {path} closed to others", path=path,
+                        user="root", group="adm", mode="0750")
     # The same listing as the log-files-not-world-readable control: only offenders are changed.
-    open_files = [line for line in (host.get_fact(Command, command=log_files_open_script()) or "").splitlines() if line]
+    open_files = host.get_fact(ControlOutput, control_id="log-files-not-world-readable")
     if open_files:
         server.shell(
-            name=f"Close {len(open_files)} log file(s) to other users",
+            name=f"log-files-not-world-readable: close {len(open_files)} log file(s) to other users",
             commands=["chmod g-wx,o-rwx -- " + " ".join(shlex.quote(p) for p in open_files)],
         )
 
 
 def apply(site, entry) -> None:
-    container = _container()
+    container = host.get_fact(ContainerKind)
     apt.packages(
-        name="Audit, syslog and log rotation packages",
+        name="log-auditd-installed, log-rsyslog-installed, log-logrotate-installed: audit, syslog and log rotation "
+        "packages",
         packages=PACKAGES,
         no_recommends=True,
         update=True,

@@ -17,7 +17,6 @@ import io
 import logging
 
 from pyinfra import host
-from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server, systemd
 
 from hardening.controls.services import (
@@ -37,11 +36,21 @@ from hardening.controls.services import (
     SECURITY_ORIGIN,
     SOURCES,
     TRUSTED_YES,
+    UNWANTED,
     UNWANTED_PACKAGES,
     UPDATE_TIMERS,
     chrony_conf,
     gpu_rules,
-    installed_packages,
+)
+from roles.facts import (
+    AppArmorComplaining,
+    CharacterDevices,
+    ContainerKind,
+    DirectoryEntries,
+    FilesMatching,
+    GrepLines,
+    InstalledPackages,
+    UnitMasked,
 )
 
 logger = logging.getLogger("citadel.hardening.services")
@@ -49,6 +58,12 @@ logger = logging.getLogger("citadel.hardening.services")
 WANTED_PACKAGES = ["chrony", "apparmor", "apparmor-utils"]
 UPDATE_PACKAGES = ["unattended-upgrades", "apt-listchanges"]
 MANAGED = "// Managed by Citadel (role hardening); see hardening/controls/services.py."
+# The control each of apt's UPDATE_TIMERS serves: apt-daily refreshes the package lists,
+# apt-daily-upgrade runs unattended-upgrade.
+TIMER_CONTROLS = {
+    "apt-daily.timer": "svc-apt-periodic-update-lists",
+    "apt-daily-upgrade.timer": "svc-apt-daily-upgrade-timer",
+}
 INSECURE_APT_LINE = (
     r"(AllowUnauthenticated|AllowInsecureRepositories|AllowDowngradeToInsecureRepositories)"
     r"[[:space:]]*\"?(true|yes|1|on)"
@@ -73,20 +88,6 @@ def time_sources(site) -> list[str]:
     return [f"server {name} iburst" for name in servers] or list(DEFAULT_TIME_SOURCES)
 
 
-def parse_grep_hits(output: str | None) -> list[tuple[str, str]]:
-    """`grep -Hn` output as (path, line) pairs."""
-    hits = []
-    for raw in (output or "").splitlines():
-        parts = raw.split(":", 2)
-        if len(parts) == 3 and parts[1].isdigit():
-            hits.append((parts[0], parts[2]))
-    return hits
-
-
-def _fact(command: str) -> str:
-    return host.get_fact(Command, command=command, _sudo=True) or ""
-
-
 def not_applied(what: str) -> None:
     """Say that a setting was written for boot but cannot take effect on this host."""
     message = f"{host.name}: {what}"
@@ -95,32 +96,38 @@ def not_applied(what: str) -> None:
 
 
 def apply(site, entry) -> None:
-    container = _fact("systemd-detect-virt --container || true").strip()
-    in_container = container not in ("", "none")
+    container = host.get_fact(ContainerKind, _sudo=True)
+    in_container = container is not None
 
     # apt: drop unsigned ([trusted=yes]) sources other than the local repository, before any
     # apt operation could use them, and any setting that lets apt accept unsigned packages.
-    unsigned = _fact(f"grep -rsHnE '{TRUSTED_YES}' {' '.join(SOURCES)} | grep -vF '{LOCAL_REPOSITORY}' || true")
-    for path, line in parse_grep_hits(unsigned):
-        files.line(name=f"Drop unsigned apt source in {path}", path=path, line=line, present=False, escape_regex_characters=True)
-    insecure = _fact(f"grep -rsHnEi '{INSECURE_APT_LINE}' /etc/apt/apt.conf /etc/apt/apt.conf.d || true")
-    for path, line in parse_grep_hits(insecure):
-        files.line(name=f"Drop insecure apt setting in {path}", path=path, line=line, present=False, escape_regex_characters=True)
-    files.put(name="apt refuses unauthenticated packages", src=io.StringIO(apt_policy()), dest=APT_POLICY_FILE,
-              user="root", group="root", mode="0644")
+    unsigned = host.get_fact(GrepLines, pattern=TRUSTED_YES, paths=SOURCES, exclude=LOCAL_REPOSITORY, _sudo=True)
+    for path, line in unsigned:
+        files.line(name=f"svc-apt-sources-signed: drop unsigned apt source in {path}", path=path, line=line,
+                   present=False, escape_regex_characters=True)
+    insecure = host.get_fact(GrepLines, pattern=INSECURE_APT_LINE, paths=["/etc/apt/apt.conf", "/etc/apt/apt.conf.d"],
+                             ignore_case=True, _sudo=True)
+    for path, line in insecure:
+        files.line(name=f"svc-apt-no-unauthenticated, svc-apt-no-insecure-repositories: drop insecure apt setting "
+                        f"in {path}", path=path, line=line, present=False, escape_regex_characters=True)
+    # One file sets every INSECURE_APT_KEYS key: svc-apt-no-unauthenticated, svc-apt-no-insecure-repositories.
+    files.put(name="svc-apt-no-unauthenticated, svc-apt-no-insecure-repositories: apt refuses unauthenticated packages",
+              src=io.StringIO(apt_policy()), dest=APT_POLICY_FILE, user="root", group="root", mode="0644")
 
     # Packages: the unneeded and insecure ones out, the needed ones in.
     # dpkg's own view, so half-installed and unpacked packages count too (apt.packages sees only "ii").
-    names = " ".join(UNWANTED_PACKAGES)
-    unwanted = installed_packages(_fact(f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {names} 2>/dev/null; true"))
+    unwanted = host.get_fact(InstalledPackages, packages=UNWANTED_PACKAGES, _sudo=True)
     if unwanted:
+        # One purge for every UNWANTED row (svc-no-*) with a package installed; its name lists those rows' ids.
+        ids = [row.id for row in UNWANTED if set(row.packages) & set(unwanted)]
         server.shell(
-            name=f"Remove unneeded and insecure packages: {', '.join(unwanted)}",
+            name=f"{', '.join(ids)}: remove unneeded and insecure packages: {', '.join(unwanted)}",
             commands=[f"DEBIAN_FRONTEND=noninteractive apt-get purge -y -q {' '.join(unwanted)}"],
         )
     updates = site.settings.automatic_security_updates
     apt.packages(
-        name="Time, AppArmor and update packages",
+        name="svc-chrony-enabled, svc-apparmor-enabled, svc-unattended-upgrades-installed: time, AppArmor and update "
+        "packages",
         packages=WANTED_PACKAGES + (UPDATE_PACKAGES if updates else []),
         no_recommends=True,
         update=True,
@@ -129,68 +136,74 @@ def apply(site, entry) -> None:
 
     # Automatic security updates.
     if updates:
-        files.put(name="apt refreshes lists and runs unattended-upgrade daily", src=io.StringIO(auto_upgrades()),
+        # One file sets every PERIODIC key: svc-apt-periodic-update-lists, svc-apt-periodic-unattended-upgrade.
+        files.put(name="svc-apt-periodic-update-lists, svc-apt-periodic-unattended-upgrade: apt refreshes lists and "
+                  "runs unattended-upgrade daily", src=io.StringIO(auto_upgrades()),
                   dest=AUTO_UPGRADES_FILE, user="root", group="root", mode="0644")
-        files.put(name="unattended-upgrades installs from the security archive", src=io.StringIO(origins()),
-                  dest=ORIGINS_FILE, user="root", group="root", mode="0644")
+        files.put(name="svc-unattended-upgrades-security-origin: unattended-upgrades installs from the security "
+                       "archive", src=io.StringIO(origins()), dest=ORIGINS_FILE, user="root", group="root", mode="0644")
         for timer in UPDATE_TIMERS:
             # A masked timer cannot be enabled, and would silently stop security updates
             # (images masked them to boot faster, seen on the lab VM): unmask it first.
-            if _fact(f"systemctl is-enabled {timer} 2>/dev/null || true").strip() == "masked":
-                server.shell(name=f"{timer} unmasked (automatic security updates are on)", commands=[f"systemctl unmask {timer}"])
-            systemd.service(name=f"{timer} enabled and active", service=timer, running=True, enabled=True)
+            if host.get_fact(UnitMasked, unit=timer, _sudo=True):
+                server.shell(name=f"{TIMER_CONTROLS[timer]}: {timer} unmasked (automatic security updates are on)",
+                             commands=[f"systemctl unmask {timer}"])
+            systemd.service(name=f"{TIMER_CONTROLS[timer]}: {timer} enabled and active", service=timer,
+                            running=True, enabled=True)
     else:
         not_applied("automatic_security_updates is off in the inventory: unattended-upgrades is not configured "
                     "(the svc-*upgrade* controls will fail until this is waived or turned back on)")
 
     # Time: Citadel owns chrony.conf; chronyd needs CAP_SYS_TIME, which a container lacks.
-    conf = files.put(name="chrony time sources", src=io.StringIO(chrony_conf(time_sources(site))), dest=CHRONY_CONF,
-                     user="root", group="root", mode="0644")
+    conf = files.put(name="svc-chrony-sources: chrony time sources", src=io.StringIO(chrony_conf(time_sources(site))),
+                     dest=CHRONY_CONF, user="root", group="root", mode="0644")
     if in_container:
-        systemd.service(name="chrony starts at boot", service="chrony.service", running=None, enabled=True)
+        systemd.service(name="svc-chrony-enabled: chrony starts at boot", service="chrony.service", running=None,
+                        enabled=True)
         not_applied(f"chronyd cannot adjust the clock in a {container} container (no CAP_SYS_TIME): enabled for boot, not started")
     else:
-        systemd.service(name="chrony enabled and running", service="chrony.service", running=True, enabled=True)
-        systemd.service(name="chrony restarted with its new sources", service="chrony.service", running=True,
-                        restarted=True, _if=conf.did_change)
+        systemd.service(name="svc-chrony-enabled, svc-chrony-synchronised: chrony enabled and running",
+                        service="chrony.service", running=True, enabled=True)
+        systemd.service(name="svc-chrony-synchronised: chrony restarted with its new sources", service="chrony.service",
+                        running=True, restarted=True, _if=conf.did_change)
 
     # AppArmor: loaded at boot, every profile configured to enforce.
-    for path in _fact(f"grep -lsE '{COMPLAIN_FLAG}' {APPARMOR_DIR}/* || true").split():
+    for path in host.get_fact(FilesMatching, pattern=COMPLAIN_FLAG, paths=f"{APPARMOR_DIR}/*", _sudo=True):
         server.shell(
-            name=f"AppArmor profile {path} enforces",
+            name=f"svc-apparmor-profiles-enforce: AppArmor profile {path} enforces",
             commands=[f"sed -i -E 's/ flags=\\(complain\\)//; s/flags=\\(complain, */flags=(/; s/, *complain\\)/)/; s/, *complain,/,/' {path}"]
             + ([] if in_container else [f"apparmor_parser -r -W {path}"]),
         )
-    for name in _fact(f"ls -A {APPARMOR_DIR}/force-complain 2>/dev/null || true").split():
-        server.shell(name=f"AppArmor profile {name} is not forced to complain", commands=[f"rm -f {APPARMOR_DIR}/force-complain/{name}"]
+    for name in host.get_fact(DirectoryEntries, path=f"{APPARMOR_DIR}/force-complain", hidden=True, _sudo=True):
+        server.shell(name=f"svc-apparmor-profiles-enforce: AppArmor profile {name} is not forced to complain",
+                     commands=[f"rm -f {APPARMOR_DIR}/force-complain/{name}"]
                      + ([] if in_container else [f"apparmor_parser -r -W {APPARMOR_DIR}/{name}"]))
     if in_container:
-        systemd.service(name="AppArmor loads profiles at boot", service="apparmor.service", running=None, enabled=True)
+        systemd.service(name="svc-apparmor-enabled: AppArmor loads profiles at boot", service="apparmor.service",
+                        running=None, enabled=True)
         not_applied(f"AppArmor profiles are configured but not enforced: a {container} container shares a kernel it cannot load them into")
     else:
-        systemd.service(name="AppArmor loads profiles at boot", service="apparmor.service", running=True, enabled=True)
+        systemd.service(name="svc-apparmor-enabled: AppArmor loads profiles at boot", service="apparmor.service",
+                        running=True, enabled=True)
         # A profile loaded in complain mode by hand (apparmor_parser -C, aa-complain undone in
         # the file only) complains until reloaded from its enforcing file.
-        complaining = _fact("aa-status --complaining 2>/dev/null || echo 0").strip()
+        complaining = host.get_fact(AppArmorComplaining, _sudo=True)
         if complaining not in ("", "0"):
-            server.shell(name=f"AppArmor: {complaining} profile(s) complaining in the kernel reloaded to enforce",
+            server.shell(name=f"svc-apparmor-enforcing: {complaining} profile(s) complaining in the kernel reloaded "
+                              "to enforce",
                          commands=["systemctl reload apparmor.service"])
 
     # GPU device nodes: only the model service's group may open them.
-    server.group(name=f"Model service group {GPU_GROUP}", group=GPU_GROUP, system=True)
-    rule = files.put(name="GPU device nodes 0660, model service group", src=io.StringIO(gpu_rules()), dest=GPU_RULES_FILE,
-                     user="root", group="root", mode="0644")
+    server.group(name=f"svc-gpu-model-group: model service group {GPU_GROUP}", group=GPU_GROUP, system=True)
+    rule = files.put(name="svc-gpu-udev-rule: GPU device nodes 0660, model service group", src=io.StringIO(gpu_rules()),
+                     dest=GPU_RULES_FILE, user="root", group="root", mode="0644")
     if in_container:
         not_applied(f"udev does not run in a {container} container: the GPU device rule is written for a real host's boot")
     else:
-        server.shell(name="Reload udev rules", commands=["udevadm control --reload-rules",
-                                                         "udevadm trigger --subsystem-match=drm --action=change"],
+        server.shell(name="svc-gpu-device-nodes: reload udev rules",
+                     commands=["udevadm control --reload-rules", "udevadm trigger --subsystem-match=drm --action=change"],
                      _if=rule.did_change)
-    nodes = _fact(f"for f in {' '.join(GPU_DEVICE_GLOBS)}; do [ -c \"$f\" ] && stat -c '%n %a %U %G' \"$f\"; done; true")
-    for line in nodes.splitlines():
-        parts = line.split()
-        if len(parts) != 4:
-            continue
-        path, mode, owner, group = parts
+    for path, mode, owner, group in host.get_fact(CharacterDevices, globs=GPU_DEVICE_GLOBS, _sudo=True):
         if int(mode, 8) & ~0o660 & 0o7777 or owner != "root" or group != GPU_GROUP:
-            server.shell(name=f"GPU device {path} 0660 root:{GPU_GROUP}", commands=[f"chown root:{GPU_GROUP} {path}", f"chmod 0660 {path}"])
+            server.shell(name=f"svc-gpu-device-nodes: GPU device {path} 0660 root:{GPU_GROUP}",
+                         commands=[f"chown root:{GPU_GROUP} {path}", f"chmod 0660 {path}"])

@@ -12,13 +12,14 @@ import io
 
 from pyinfra import host
 from pyinfra.api import OperationError
-from pyinfra.facts.server import Command
 from pyinfra.operations import files, server, systemd
 
-from hardening.controls.ssh import SETTINGS
+from hardening.controls.ssh import SETTINGS, SSHD_CONFIG
+from roles.facts import AuthorizedKeysPresent
 
 ADMIN_GROUP = "citadel-admins"
-SSHD_CONFIG = "/etc/ssh/sshd_config"
+# The banner files this role writes, and the control that reads each.
+BANNERS = {"/etc/issue.net": "ssh-banner-text", "/etc/issue": "acct-issue-banner"}
 
 
 # sshd re-executes itself on SIGHUP: its listening sockets close and reopen after the new
@@ -66,10 +67,7 @@ def sshd_config() -> str:
 
 def check_no_lockout(ssh_user: str) -> None:
     """Refuse to apply key-only auth and AllowGroups if they would cut this connection."""
-    has_key = host.get_fact(
-        Command, command=f"test -s ~{ssh_user}/.ssh/authorized_keys && echo yes || echo no", _sudo=True
-    )
-    if has_key != "yes":
+    if not host.get_fact(AuthorizedKeysPresent, user=ssh_user, _sudo=True):
         raise OperationError(
             f"refusing to make SSH key-only: user {ssh_user} has no ~/.ssh/authorized_keys on {host.name}, "
             "so this connection would be cut. Install the operator's key first."
@@ -79,30 +77,37 @@ def check_no_lockout(ssh_user: str) -> None:
 def apply(site, entry) -> None:
     ssh_user = site.ssh_for(host.name).user
     check_no_lockout(ssh_user)
-    server.group(name="SSH administrators group", group=ADMIN_GROUP, system=True)
+    server.group(name="ssh-allow-groups: SSH administrators group", group=ADMIN_GROUP, system=True)
     server.user(
-        name=f"{ssh_user} may log in over SSH (member of {ADMIN_GROUP})",
+        name=f"ssh-allow-groups: {ssh_user} may log in over SSH (member of {ADMIN_GROUP})",
         user=ssh_user,
         groups=[ADMIN_GROUP],
         append=True,
     )
     banner = site.settings.login_banner.strip() + "\n"
-    for path in ("/etc/issue.net", "/etc/issue"):
-        files.put(name=f"Login banner {path}", src=io.StringIO(banner), dest=path, user="root", group="root", mode="0644")
+    for path, control_id in BANNERS.items():
+        files.put(name=f"{control_id}: login banner {path}", src=io.StringIO(banner), dest=path,
+                  user="root", group="root", mode="0644")
+    # One file for the whole table (hardening.controls.ssh.SETTINGS): it fixes every ssh-* row of it, plus the
+    # AllowGroups line and the file's own mode, so its name gives the id prefix and the table.
     config = files.put(
-        name="sshd policy",
+        name="ssh-* (the sshd table), ssh-allow-groups, ssh-config-permissions: sshd policy",
         src=io.StringIO(sshd_config()),
         dest=SSHD_CONFIG,
         user="root",
         group="root",
         mode="0600",
     )
-    files.directory(name="/etc/ssh owned by root", path="/etc/ssh", user="root", group="root", mode="0755")
-    files.file(name="SSH host key private to root", path="/etc/ssh/ssh_host_ed25519_key", user="root", group="root", mode="0600")
+    files.directory(name="ssh-dir-permissions: /etc/ssh owned by root", path="/etc/ssh", user="root", group="root",
+                    mode="0755")
+    files.file(name="ssh-host-private-keys: SSH host key private to root", path="/etc/ssh/ssh_host_ed25519_key",
+               user="root", group="root", mode="0600")
     server.shell(
         name="Validate sshd configuration",
         commands=["sshd -t"],
         _if=config.did_change,
     )
     systemd.service(name="sshd running", service="ssh", running=True)
-    server.shell(name="Reload sshd and wait for its new listener", commands=[RELOAD_AND_WAIT], _if=config.did_change)
+    # The table's new values take effect for new logins only once sshd has reloaded.
+    server.shell(name="ssh-* (the sshd table): reload sshd and wait for its new listener", commands=[RELOAD_AND_WAIT],
+                 _if=config.did_change)

@@ -22,24 +22,24 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, systemd
 
 from roles import Role
+from roles.model_store.user import ensure_model_user
+from roles.ops.pyinfra_private import will_change
 from roles.ops.runtime import install_runtime
 
-UNIT = "citadel-keyguard.service"
-PORT = 8443
-MODULES = ("__init__.py", "keydoc.py", "keyguard.py", "uds.py")
+UNIT = "citadel-keyguard.service"  # listens on citadel_runtime.layout.KEYGUARD_PORT
+MODULES = ("__init__.py", "keydoc.py", "keyguard.py", "layout.py", "uds.py")
 
 
 @deploy("Citadel keyguard")
 def apply() -> None:
-    from roles.model_store.user import ensure_model_user
-
     ensure_model_user()  # the unit joins its group, to reach vLLM's socket
     code = install_runtime(MODULES)
-    unit = files.put(name=f"Unit {UNIT}", src=str(Path(__file__).parent / "files" / UNIT),
+    # Its command line names the files holding keys, never a key.
+    unit = files.put(name=f"vllm-api-key-not-on-cmdline: unit {UNIT}", src=str(Path(__file__).parent / "files" / UNIT),
                      dest=f"/etc/systemd/system/{UNIT}", user="root", group="root", mode="0644")
-    changed = any(op._maybe_is_change for op in [*code, unit])  # noqa: SLF001 - pyinfra's own prediction
+    changed = any(will_change(op) for op in [*code, unit])
     systemd.service(name="citadel-keyguard running and enabled", service=UNIT, running=True, enabled=True,
-                    restarted=changed, daemon_reload=unit._maybe_is_change)  # noqa: SLF001
+                    restarted=changed, daemon_reload=will_change(unit))
 
 
 ROLE = Role(name="keyguard", summary="TLS and internal-key door of the model server", groups=("gpu",), apply=apply)

@@ -15,7 +15,7 @@ For every model the inventory assigns to the host (``hosts.NAME.models``, at the
   (0700, the model service's user, nosuid, nodev, noexec); the model server starts after it.
 
 A model that fails its checks keeps the unit from starting; the journal says why, and so
-does ``citadel audit`` (``hardening/controls/models.py``).
+does ``citadel audit`` (``hardening/controls/model_store.py``).
 
 Threats: theft of model weights at rest; model poisoning or substitution.
 
@@ -35,19 +35,27 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import OperationError
-from pyinfra.facts.server import Command
+from pyinfra.facts.files import Sha256File
 from pyinfra.operations import apt, files, python, server, systemd
 
 import citadel_runtime
+from citadel_runtime.layout import MODEL_CONFIG_DIR, MODEL_MOUNT_ROOT, MODEL_PUBLIC_KEYS, MODEL_STORE, MODEL_USER
+from deploy.models import ModelError
+from deploy.models.keys import Keys
+from deploy.models.location import ENV
+from deploy.models.push import host_dir, push_models
+from deploy.secrets.store import Store
 from roles import Role
-from roles.ops.runtime import install_runtime
-from roles.model_store.paths import CONFIG_DIR, HOST_STORE, MODEL_USER, MOUNT_ROOT, PUBLIC_KEYS
-from roles.vault_agent import vault_access
+from roles.facts import UnitAndMount
 from roles.model_store.user import ensure_model_user
-from roles.vault_agent.templates import SPECS
+from roles.ops.pyinfra_private import will_change
+from roles.ops.runtime import install_runtime
+from roles.vault_agent import vault_access
+from roles.vault_agent.templates import CONFIG_ROOT, SPECS
 
 UNIT = "citadel-unseal@.service"
-MODULES = ("__init__.py", "unseal.py", *sorted(p.name for p in Path(citadel_runtime.__file__).parent.glob("sealed*.py")))
+MODULES = ("__init__.py", "layout.py", "unseal.py",
+           *sorted(p.name for p in Path(citadel_runtime.__file__).parent.glob("sealed*.py")))
 
 
 def unit_name(model: str) -> str:
@@ -55,31 +63,23 @@ def unit_name(model: str) -> str:
 
 
 def mount_point(model: str) -> str:
-    return f"{MOUNT_ROOT}/{model}"
+    return f"{MODEL_MOUNT_ROOT}/{model}"
 
 
 def unseal_config(site, model: str, revision: str) -> dict:
-    from deploy.models.push import host_dir
-    from roles.vault_agent.templates import CONFIG_ROOT
-
     return {
         "model": model, "revision": revision, "sealed_dir": host_dir(model, revision), "mount": mount_point(model),
         "user": MODEL_USER, "vault_address": str(site.vault.address).rstrip("/"),
         "vault_ca": f"{CONFIG_ROOT}/gpu/vault-ca.pem", "token_file": SPECS["gpu"].sink,
-        "transit_mount": site.vault.transit_mount, "public_keys": PUBLIC_KEYS,
+        "transit_mount": site.vault.transit_mount, "public_keys": MODEL_PUBLIC_KEYS,
     }
 
 
 def _store() -> Path | None:
-    from deploy.models.location import ENV
-
     return Path(os.environ[ENV]) if os.environ.get(ENV) else None
 
 
 def _push(site, store: Path, model: str) -> None:
-    from deploy.models import ModelError
-    from deploy.models.push import push_models
-
     try:
         push_models(site, store, hosts=[host.name], models=[model])
     except ModelError as exc:
@@ -88,64 +88,58 @@ def _push(site, store: Path, model: str) -> None:
 
 def _health(model: str) -> bool:
     """Unsealed: the unit is active and its tmpfs has the options it was mounted with."""
-    state = (host.get_fact(Command, command=f"systemctl is-active {unit_name(model)} || true; findmnt -n -o "
-                           f"OPTIONS --mountpoint {mount_point(model)} || echo unmounted") or "").split()
-    options = set((state[1] if len(state) > 1 else "").split(","))
-    return state[:1] == ["active"] and {"nosuid", "nodev", "noexec"} <= options
+    state = host.get_fact(UnitAndMount, unit=unit_name(model), mountpoint=mount_point(model))
+    return state.active and {"nosuid", "nodev", "noexec"} <= state.options
 
 
 def _model(site, access, model: str, revision: str, healthy: bool) -> bool:
     """Operations for one model; True when the sealed copy or its settings change (re-unseal)."""
-    from deploy.models.push import host_dir
-
     sealed = host_dir(model, revision)
-    remote = (host.get_fact(Command, command=f"sha256sum {sealed}/manifest.json 2>/dev/null || true",
-                            _sudo=True) or "").split()
+    remote = host.get_fact(Sha256File, path=f"{sealed}/manifest.json", _sudo=True)
     store = _store()
     local = store / model / revision / "manifest.json" if store else None
     if local is not None and local.is_file():
         wanted = hashlib.sha256(local.read_bytes()).hexdigest()
-        stale = not remote or remote[0] != wanted
+        stale = remote != wanted
         if stale or not healthy:  # a failed unseal may be a damaged copy: rsync re-sends what differs
-            python.call(name=f"Push sealed {model}/{revision} (rsync, resumable)", function=_push, site=site,
-                        store=store, model=model)
-    elif not remote:
+            python.call(name=f"models-no-plaintext-on-disk: push sealed {model}/{revision} (rsync, resumable)",
+                        function=_push, site=site, store=store, model=model)
+    elif remote is None:
         raise OperationError(
             f"model {model} revision {revision} is neither on {host.name} nor in a local store: set "
             f"CITADEL_MODEL_STORE to the store `citadel model seal` wrote, or run `citadel model push`"
         )
     else:
         stale = False
-    config = files.put(name=f"Unseal settings of {model}", src=io.StringIO(json.dumps(unseal_config(site, model, revision),
-                                                                                     indent=2) + "\n"),
-                       dest=f"{CONFIG_DIR}/{model}.json", user="root", group="root", mode="0600")
-    return stale or config._maybe_is_change  # noqa: SLF001 - pyinfra's own prediction
+    # Where and for whom it is unsealed (the tmpfs's owner), and the keys its signature is checked with.
+    config = files.put(name=f"models-unseal-mount, models-served-signed: unseal settings of {model}",
+                       src=io.StringIO(json.dumps(unseal_config(site, model, revision), indent=2) + "\n"),
+                       dest=f"{MODEL_CONFIG_DIR}/{model}.json", user="root", group="root", mode="0600")
+    return stale or will_change(config)
 
 
 @deploy("Citadel model store")
 def apply() -> None:
-    from deploy.models.keys import Keys
-    from deploy.secrets.store import Store
-
     site = host.data.citadel_site
     models = [(m, site.models[m].revision) for m in site.hosts[host.name].models]
     apt.packages(name="python3-cryptography and rsync (unseal, push)", packages=["python3-cryptography", "rsync"])
     ensure_model_user()
-    code = install_runtime(MODULES)
-    files.directory(name="Unseal settings", path=CONFIG_DIR, user="root", group="root", mode="0755")
-    files.directory(name="Sealed models (ciphertext, root only)", path=HOST_STORE, user="root",
-                    group="root", mode="0700")
+    # unseal.py mounts the private tmpfs and checks the signature before any byte is decrypted.
+    code = install_runtime(MODULES, fixes={"unseal.py": "models-unseal-mount, models-served-signed"})
+    files.directory(name="Unseal settings", path=MODEL_CONFIG_DIR, user="root", group="root", mode="0755")
+    files.directory(name="models-no-plaintext-on-disk: sealed models (ciphertext, root only)", path=MODEL_STORE,
+                    user="root", group="root", mode="0700")
     unit = files.put(name=f"Unit {UNIT}", src=str(Path(__file__).parent / "files" / UNIT),
                      dest=f"/etc/systemd/system/{UNIT}", user="root", group="root", mode="0644")
-    if unit._maybe_is_change:  # noqa: SLF001
+    if will_change(unit):
         systemd.daemon_reload(name="Reload systemd units")
     if not models:
         return
     access = vault_access()
     keys = Keys(Store(access.client, site.vault.kv_mount), site.vault.transit_mount).public_key_pem(all_versions=True)
-    pinned = files.put(name="Public keys of model-signing (signature checks, offline)", src=io.BytesIO(keys),
-                       dest=PUBLIC_KEYS, user="root", group="root", mode="0644")
-    common = any(op._maybe_is_change for op in [*code, unit, pinned])  # noqa: SLF001
+    pinned = files.put(name="models-served-signed: public keys of model-signing (signature checks, offline)",
+                       src=io.BytesIO(keys), dest=MODEL_PUBLIC_KEYS, user="root", group="root", mode="0644")
+    common = any(will_change(op) for op in [*code, unit, pinned])
     for model, revision in models:
         healthy = _health(model)
         changed = _model(site, access, model, revision, healthy)
@@ -154,7 +148,9 @@ def apply() -> None:
         files.link(name=f"{unit_name(model)} enabled at boot", path=f"/etc/systemd/system/multi-user.target.wants/"
                    f"{unit_name(model)}", target=f"/etc/systemd/system/{UNIT}")
         if changed or common or not healthy:
-            server.shell(name=f"Unseal {model} into RAM ({unit_name(model)})",
+            # A fresh unseal: a new tmpfs, the signature and every file checked again.
+            server.shell(name=f"models-unseal-mount, models-served-signed, vllm-serves-signed-model: unseal {model} "
+                         f"into RAM ({unit_name(model)})",
                          commands=[f"systemctl restart {unit_name(model)} || {{ journalctl -u {unit_name(model)} "
                                    f"-n 5 --no-pager -o cat >&2; exit 1; }}"])
 

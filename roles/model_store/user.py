@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pyinfra.operations import server
 
-from roles.model_store.paths import MODEL_USER
+from citadel_runtime.layout import MODEL_USER
 
 
 def ensure_model_user() -> None:

@@ -15,11 +15,12 @@ import shlex
 from pyinfra import host
 from pyinfra.api import StringCommand, operation
 from pyinfra.facts.files import Sha256File
-from pyinfra.facts.server import Command
 from pyinfra.operations import files
 
+from roles.facts import LIVE_RULESET_HASH, NftablesHashes
+from roles.ops.pyinfra_private import inner
+
 STATE = "/var/lib/citadel/nftables.applied"
-LIVE_HASH = "nft -s list ruleset | sha256sum | cut -d' ' -f1"
 
 
 @operation()
@@ -38,15 +39,14 @@ def ruleset(config: str, path: str = "/etc/nftables.conf"):
     """
     wanted = hashlib.sha256(config.encode()).hexdigest()
     on_disk = host.get_fact(Sha256File, path=path)
-    live = host.get_fact(Command, command=f"{LIVE_HASH}; cat {STATE} 2>/dev/null || true")
-    live_hash, _, recorded = (live or "").partition("\n")
-    if on_disk == wanted and live_hash.strip() and live_hash.strip() == recorded.strip():
+    hashes = host.get_fact(NftablesHashes, record=STATE)
+    if on_disk == wanted and hashes.live and hashes.live == hashes.recorded:
         host.noop("nftables ruleset is loaded and unchanged")
         return
-    yield from files.put._inner(src=io.StringIO(config), dest=path, user="root", group="root", mode="0700")
+    yield from inner(files.put)(src=io.StringIO(config), dest=path, user="root", group="root", mode="0700")
     q = shlex.quote
     # Check before loading: a syntax error must not leave the host with no firewall at all.
     yield StringCommand(
         f"nft -c -f {q(path)} && nft -f {q(path)} && {{ [ -d /var/lib/citadel ] || install -d -m 0750 /var/lib/citadel; }} && "
-        f"{LIVE_HASH} > {q(STATE)}"
+        f"{LIVE_RULESET_HASH} > {q(STATE)}"
     )

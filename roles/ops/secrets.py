@@ -15,8 +15,8 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
-from pyinfra.facts.files import Sha256File
 from pyinfra.facts.files import File as FileFact
+from pyinfra.facts.files import Sha256File
 from pyinfra.facts.server import Home
 
 from deploy.redaction import Secret

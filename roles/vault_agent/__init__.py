@@ -32,16 +32,20 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.files import File
-from pyinfra.facts.server import Command
 from pyinfra.operations import files, python, server, systemd
 
+from citadel_runtime.layout import SECRETS_ROOT
 from deploy.redaction import Secret, register
+from deploy.vault.bootstrap import APPROLE_MOUNT, host_networks
+from deploy.vault.policies import policy_name
+from deploy.vault.server import bao_binary
 from roles import Role
+from roles.facts import VaultAgentStatus
+from roles.ops.pyinfra_private import will_change
 from roles.vault_agent.templates import (
     BINARY,
     CONFIG_ROOT,
     PKI_CA,
-    SECRETS_ROOT,
     SPECS,
     UNIT,
     Spec,
@@ -66,24 +70,15 @@ def vault_access():
 
 def _health(spec: Spec) -> tuple[bool, str]:
     """(healthy, why not) of the group's agent: running, and logged in within a token's life."""
-    output = host.get_fact(
-        Command,
-        command=(
-            f"systemctl is-active {spec.instance} 2>/dev/null || true; "
-            f"stat -c '%a %U:%G' {spec.sink} 2>/dev/null || echo missing; "
-            f"if [ -s {spec.sink} ]; then echo $(( $(date +%s) - $(stat -c %Y {spec.sink}) )); else echo none; fi"
-        ),
-    ) or ""
-    lines = (output.splitlines() + ["", "", ""])[:3]
-    if lines[0].strip() != "active":
+    agent = host.get_fact(VaultAgentStatus, instance=spec.instance, sink=spec.sink)
+    if not agent.active:
         return False, "not running"
-    if lines[1].strip() != "600 root:root":  # only a new login rewrites the sink, with its mode
-        return False, f"its token sink is {lines[1].strip()}"
-    age = lines[2].strip()
-    if not age.isdigit():
+    if agent.sink != "600 root:root":  # only a new login rewrites the sink, with its mode
+        return False, f"its token sink is {agent.sink}"
+    if agent.token_age is None:
         return False, "no token in its sink"
-    if int(age) > HEALTHY_TOKEN_AGE:
-        return False, f"no login for {int(age) // 60} min"
+    if agent.token_age > HEALTHY_TOKEN_AGE:
+        return False, f"no login for {agent.token_age // 60} min"
     return True, ""
 
 
@@ -115,9 +110,6 @@ def _wait_rendered(spec: Spec) -> str:
 
 
 def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
-    from deploy.vault.bootstrap import APPROLE_MOUNT, host_networks
-    from deploy.vault.policies import policy_name
-
     entry = site.hosts[host.name]
     role_name = policy_name(spec.group)
     role_id = access.client.auth.approle.read_role_id(role_name, mount_point=APPROLE_MOUNT)["data"]["role_id"]
@@ -133,7 +125,7 @@ def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
         user=spec.user, system=True, shell="/usr/sbin/nologin", home="/nonexistent", create_home=False,
         ensure_home=False,  # no home: "/nonexistent" must stay nonexistent
     )
-    files.directory(name=f"Secrets directory of {spec.service}", path=spec.secrets_dir,
+    files.directory(name=f"secrets-files-private: secrets directory of {spec.service}", path=spec.secrets_dir,
                     user="root", group=spec.user, mode="0750")
     files.directory(name=f"Configuration of {spec.instance}", path=spec.config_dir, user="root", group="root", mode="0700")
     changes = [
@@ -142,7 +134,8 @@ def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
         files.put(name=f"AppRole role-id of {role_name}", src=io.StringIO(role_id + "\n"),
                   dest=f"{spec.config_dir}/role-id", user="root", group="root", mode="0600"),
         files.put(
-            name=f"Configuration of {spec.instance}",
+            # The sink's mode (0600) and each rendered file's owner and mode (0400) are set here.
+            name=f"secrets-agent-sink-private, secrets-files-private: configuration of {spec.instance}",
             # The inventory's address, as hosts reach it (BAO_ADDR may point this machine elsewhere).
             src=io.StringIO(agent_hcl(spec, str(site.vault.address).rstrip("/"), site.vault.kv_mount,
                                       site.vault.pki_mount, APPROLE_MOUNT)),
@@ -154,24 +147,26 @@ def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
                                  dest=f"{spec.config_dir}/{name}.ctmpl", user="root", group="root", mode="0600"))
     # What `systemctl enable` would do, as a link pyinfra can compare (template instances
     # are not in its facts of enabled units).
-    files.link(name=f"{spec.instance} enabled at boot",
+    files.link(name=f"secrets-agent-running: {spec.instance} enabled at boot",
                path=f"/etc/systemd/system/multi-user.target.wants/{spec.instance}.service",
                target=f"/etc/systemd/system/{UNIT}")
 
     for name in spec.files:  # the agent sets these when it renders; a rerun puts back what was changed since
         if host.get_fact(File, path=f"{spec.secrets_dir}/{name}"):
-            files.file(name=f"{spec.secrets_dir}/{name} for {spec.user} only", path=f"{spec.secrets_dir}/{name}",
-                       user=spec.user, group=spec.user, mode="0400")
+            files.file(name=f"secrets-files-private: {spec.secrets_dir}/{name} for {spec.user} only",
+                       path=f"{spec.secrets_dir}/{name}", user=spec.user, group=spec.user, mode="0400")
 
     healthy, why = _health(spec)
-    pending = [op.name for op in changes if op._maybe_is_change] if healthy else []  # noqa: SLF001
+    pending = [op.name for op in changes if will_change(op)] if healthy else []
     # `citadel secrets rotate approle-secret-id GROUP` asks for a new secret-id on a healthy host.
     rotating = spec.group in (host.data.get("citadel_redeliver") or ())
     if healthy and not pending and not rotating:
         return
     reason = why or ("its configuration changes" if pending else "secret-id rotation")
+    # A new login also rewrites the token sink, with its mode.
     python.call(
-        name=f"Wrapped secret-id for {spec.instance}, restart ({reason})",
+        name=f"secrets-agent-running, secrets-agent-sink-private: wrapped secret-id for {spec.instance}, restart "
+             f"({reason})",
         function=_deliver, spec=spec, role_name=role_name, approle_mount=APPROLE_MOUNT,
         cidrs=host_networks(site, host.name), access=access,
     )
@@ -180,8 +175,6 @@ def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
 
 @deploy("Citadel Vault agent")
 def apply() -> None:
-    from deploy.vault.server import bao_binary
-
     site = host.data.citadel_site
     access = vault_access()
     groups = [g for g in site.hosts[host.name].groups if g in SPECS]
@@ -193,7 +186,7 @@ def apply() -> None:
     files.directory(name="Agent configurations", path=CONFIG_ROOT, user="root", group="root", mode="0755")
     unit = files.put(name="Unit citadel-agent@.service", src=str(Path(__file__).parent / "files" / UNIT),
                      dest=f"/etc/systemd/system/{UNIT}", user="root", group="root", mode="0644")
-    if unit._maybe_is_change:  # noqa: SLF001 - pyinfra's own prediction
+    if will_change(unit):
         systemd.daemon_reload(name="Reload systemd units")
     ca_file = access.settings.ca_file
     vault_ca = Path(ca_file).read_bytes() if ca_file else b""

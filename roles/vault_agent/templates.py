@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from citadel_runtime.layout import AGENT_RUN_ROOT, AGENT_SECRETS
+
 BINARY = "/usr/local/lib/citadel/bao"
 CONFIG_ROOT = "/etc/citadel/agent"
-SECRETS_ROOT = "/etc/citadel/secrets"
 STATE_ROOT = "/var/lib/citadel-agent"  # systemd's StateDirectory
-RUN_ROOT = "/run/citadel-agent"  # systemd's RuntimeDirectory
 UNIT = "citadel-agent@.service"
 RENDER_INTERVAL = "30s"  # how often static secrets (KV) are re-read: rotations reach hosts within it
 PKI_CA = "/etc/citadel/pki-ca.pem"  # the CA of hosts' certificates, public, for clients
@@ -62,19 +62,19 @@ class Spec:
 
     @property
     def sink(self) -> str:
-        return f"{RUN_ROOT}/{self.group}/token"
+        return f"{AGENT_RUN_ROOT}/{self.group}/token"
 
 
+# Each group's service user and secrets directory come from AGENT_SECRETS, which the audit reads too.
 SPECS = {
     "gpu": Spec(
-        group="gpu", pki_role="host", service="citadel-keyguard", user="citadel-keyguard",
-        secrets_dir=f"{SECRETS_ROOT}/keyguard", files=("tls.pem", "internal-api-key.json", "vllm.env"),
+        group="gpu", pki_role="host", service="citadel-keyguard", **AGENT_SECRETS["gpu"],
+        files=("tls.pem", "internal-api-key.json", "vllm.env"),
         # Starts it too: the first render happens before the keyguard could start.
         reload="systemctl reload-or-restart citadel-keyguard.service",
     ),
     "gateway": Spec(
-        group="gateway", pki_role="gateway", service="citadel-gateway", user="citadel-gateway",
-        secrets_dir=f"{SECRETS_ROOT}/gateway",
+        group="gateway", pki_role="gateway", service="citadel-gateway", **AGENT_SECRETS["gateway"],
         files=("tls.pem", "internal-api-key.json", "client-keys.json", "audit-hmac.json", "content-key.json"),
         reload="systemctl try-reload-or-restart citadel-gateway.service",
     ),
@@ -153,7 +153,7 @@ def agent_hcl(spec: Spec, vault_address: str, kv_mount: str, pki_mount: str, app
     """The agent's configuration: AppRole auto-auth with a wrapped secret-id, a sink, templates."""
     blocks = [
         f"# Managed by Citadel (role vault-agent): the Vault agent of host group {spec.group}.",
-        f'pid_file = "{RUN_ROOT}/{spec.group}/agent.pid"',
+        f'pid_file = "{AGENT_RUN_ROOT}/{spec.group}/agent.pid"',
         "",
         "vault {",
         f'  address = "{vault_address}"',

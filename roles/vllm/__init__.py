@@ -40,18 +40,36 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import OperationError
-from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, python, server, systemd
 
+from citadel_runtime.layout import (
+    ISOLATION_PROBE_CONFIG,
+    ISOLATION_PROBE_METRICS,
+    ISOLATION_PROBE_TIMER,
+    ISOLATION_PROBE_UNIT,
+    MODEL_USER,
+    VLLM_CONF_DIR,
+    VLLM_CURRENT,
+    VLLM_INSTALLED_MARK,
+    VLLM_UNIT,
+    VLLM_VENV_ROOT,
+    VLLM_WHEELHOUSE_DIR,
+)
+from deploy.models import ModelError
+from deploy.models.push import sync_directory
+from deploy.vllm import VllmError
+from deploy.vllm.wheelhouse import ensure
+from inventory.known_hosts import write_known_hosts
 from roles import Role
-from roles.ops.runtime import install_runtime
+from roles.facts import DirectoryEntries, UnitActive, VllmInstalled
+from roles.hardening.firewall import vault_endpoint
 from roles.model_store import unit_name as unseal_unit
-from roles.vllm.paths import (CONF_DIR, CURRENT, INSTALLED_MARK, METRICS, PROBE_CONFIG, PROBE_TIMER, PROBE_UNIT,
-                              UNIT, VENV_ROOT, WHEELHOUSE_DIR)
 from roles.model_store.user import ensure_model_user
+from roles.ops.pyinfra_private import will_change
+from roles.ops.runtime import install_runtime
 
 FILES = Path(__file__).parent / "files"
-MODULES = ("__init__.py", "uds.py", "vllm_ready.py", "vllm_inspect.py", "isolation_probe.py")
+MODULES = ("__init__.py", "layout.py", "uds.py", "vllm_ready.py", "vllm_inspect.py", "isolation_probe.py")
 # What differs with the hardware. CPU-only hosts: no devices at all, and no writable
 # executable memory (measured: vLLM's CPU backend serves with it, --enforce-eager or not).
 CPU_DEVICES = "PrivateDevices=yes\nMemoryDenyWriteExecute=yes"
@@ -69,7 +87,7 @@ GPU_DEVICES = "\n".join([
 
 def unit_text(gpus: int) -> str:
     """The unit file for a host with `gpus` GPUs (0: CPU only, no devices at all)."""
-    text = (FILES / UNIT).read_text()
+    text = (FILES / VLLM_UNIT).read_text()
     devices = GPU_DEVICES if gpus else CPU_DEVICES
     if gpus:  # the NVIDIA driver's user-space needs the host's uid view of its nodes
         text = text.replace("PrivateUsers=yes\n", "")
@@ -113,8 +131,6 @@ def model_conf(site, model: str, gpus: int) -> str:
 
 def probe_targets(site) -> list[str]:
     """The inventory's probe targets, and Vault: the one server every host may reach."""
-    from roles.hardening.firewall import vault_endpoint
-
     targets = list(site.vllm.probe_targets)
     vault = vault_endpoint(site)
     if vault:
@@ -124,9 +140,8 @@ def probe_targets(site) -> list[str]:
 
 
 def probe_config(site) -> str:
-    from roles.model_store.paths import MODEL_USER
-
-    return json.dumps({"user": MODEL_USER, "targets": probe_targets(site), "metrics": METRICS}, indent=2) + "\n"
+    settings = {"user": MODEL_USER, "targets": probe_targets(site), "metrics": ISOLATION_PROBE_METRICS}
+    return json.dumps(settings, indent=2) + "\n"
 
 
 def timer_text(interval: int) -> str:
@@ -139,12 +154,8 @@ def timer_text(interval: int) -> str:
 
 
 def _push_wheelhouse(site, wheelhouse, destination: str) -> None:
-    from deploy.models import ModelError
-    from deploy.models.push import sync_directory
-    from deploy.runner import _known_hosts_file
-
     with tempfile.TemporaryDirectory(prefix="citadel-wheelhouse-") as scratch:
-        known_hosts = _known_hosts_file(site, [host.name], Path(scratch))
+        known_hosts = write_known_hosts(site, [host.name], Path(scratch))
         try:
             sync_directory(site, host.name, wheelhouse.root, destination, known_hosts)
         except ModelError as exc:
@@ -153,25 +164,20 @@ def _push_wheelhouse(site, wheelhouse, destination: str) -> None:
 
 def _install(site) -> bool:
     """Install vLLM when this wheelhouse's virtualenv is missing; True when it (re)installs."""
-    from deploy.vllm import VllmError
-    from deploy.vllm.wheelhouse import ensure
-
     try:
         # Progress on stderr: stdout may be the deploy's --json report.
         wheelhouse = ensure(site.vllm, progress=lambda text: print(f"    {text}", file=sys.stderr, flush=True))
     except VllmError as exc:
         raise OperationError(str(exc)) from None
-    venv = f"{VENV_ROOT}/{wheelhouse.key}"
-    state = (host.get_fact(Command, command=f"cat {venv}/{INSTALLED_MARK} 2>/dev/null; readlink {CURRENT}; "
-                           "python3 -c 'import sys; print(\"python%d.%d\" % sys.version_info[:2])'",
-                           _sudo=True) or "").split()
+    venv = f"{VLLM_VENV_ROOT}/{wheelhouse.key}"
+    state = host.get_fact(VllmInstalled, mark=f"{venv}/{VLLM_INSTALLED_MARK}", current=VLLM_CURRENT, _sudo=True)
     wanted = wheelhouse.meta()["python"]
-    if f"python{wanted}" not in state:
-        raise OperationError(f"{host.name} has {state[-1:] or ['no python3']}, but the wheelhouse was built for "
+    if state.python != f"python{wanted}":
+        raise OperationError(f"{host.name} has {state.python or 'no python3'}, but the wheelhouse was built for "
                              f"python{wanted}: build it on a controller with the hosts' Python version")
-    if wheelhouse.key in state and venv in state:
+    if state.mark == wheelhouse.key and state.current == venv:
         return False
-    staged = f"{WHEELHOUSE_DIR}/{wheelhouse.key}"
+    staged = f"{VLLM_WHEELHOUSE_DIR}/{wheelhouse.key}"
     python.call(name=f"Push the vLLM wheelhouse {wheelhouse.key} (rsync, resumable)", function=_push_wheelhouse,
                 site=site, wheelhouse=wheelhouse, destination=staged)
     quoted = shlex.quote(venv)
@@ -181,11 +187,12 @@ def _install(site) -> bool:
         f"--disable-pip-version-check --find-links {staged}/wheels -r {staged}/requirements.lock",
         # Read-only for everyone but root; byte-code compiled now, as the service cannot write.
         f"chown -R root:root {quoted} && chmod -R go-w {quoted}",
-        f"echo {wheelhouse.key} > {quoted}/{INSTALLED_MARK}",
-        f"ln -sfn {quoted} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}",
+        f"echo {wheelhouse.key} > {quoted}/{VLLM_INSTALLED_MARK}",
+        f"ln -sfn {quoted} {VLLM_CURRENT}.new && mv -T {VLLM_CURRENT}.new {VLLM_CURRENT}",
         # Older installs and the staged wheels are no longer needed (2-4 GB each).
-        f"find {VENV_ROOT} -mindepth 1 -maxdepth 1 -type d ! -name {shlex.quote(wheelhouse.key)} -exec rm -rf {{}} +",
-        f"rm -rf {WHEELHOUSE_DIR}",
+        f"find {VLLM_VENV_ROOT} -mindepth 1 -maxdepth 1 -type d ! -name {shlex.quote(wheelhouse.key)} "
+        "-exec rm -rf {} +",
+        f"rm -rf {VLLM_WHEELHOUSE_DIR}",
     ])
     return True
 
@@ -196,45 +203,51 @@ def apply() -> None:
     entry = site.hosts[host.name]
     models = list(entry.models)
     ensure_model_user()
-    code = install_runtime(MODULES)
+    # The probe tries the model server's egress, from the host and from inside each sandbox.
+    code = install_runtime(MODULES, fixes={"isolation_probe.py": "vllm-egress-blocked"})
     probe = [
-        files.put(name="Isolation probe targets", src=io.StringIO(probe_config(site)), dest=PROBE_CONFIG,
-                  user="root", group="root", mode="0644"),
-        files.put(name=f"Unit {PROBE_UNIT}", src=str(FILES / PROBE_UNIT), dest=f"/etc/systemd/system/{PROBE_UNIT}",
-                  user="root", group="root", mode="0644"),
-        files.put(name=f"Unit {PROBE_TIMER}", src=io.StringIO(timer_text(site.vllm.probe_interval_seconds)),
-                  dest=f"/etc/systemd/system/{PROBE_TIMER}", user="root", group="root", mode="0644"),
+        files.put(name="vllm-egress-blocked: isolation probe targets", src=io.StringIO(probe_config(site)),
+                  dest=ISOLATION_PROBE_CONFIG, user="root", group="root", mode="0644"),
+        files.put(name=f"Unit {ISOLATION_PROBE_UNIT}", src=str(FILES / ISOLATION_PROBE_UNIT),
+                  dest=f"/etc/systemd/system/{ISOLATION_PROBE_UNIT}", user="root", group="root", mode="0644"),
+        files.put(name=f"Unit {ISOLATION_PROBE_TIMER}", src=io.StringIO(timer_text(site.vllm.probe_interval_seconds)),
+                  dest=f"/etc/systemd/system/{ISOLATION_PROBE_TIMER}", user="root", group="root", mode="0644"),
     ]
-    unit = files.put(name=f"Unit {UNIT}", src=io.StringIO(unit_text(entry.gpus.count)), dest=f"/etc/systemd/system/{UNIT}",
+    # The sandbox, its private network with the socket as the only door, the key from a file, offline, no remote code.
+    unit = files.put(name="vllm-unit-exposure, vllm-listens-loopback-only, vllm-egress-blocked, "
+                     f"vllm-api-key-not-on-cmdline, vllm-offline, vllm-no-remote-code: unit {VLLM_UNIT}",
+                     src=io.StringIO(unit_text(entry.gpus.count)), dest=f"/etc/systemd/system/{VLLM_UNIT}",
                      user="root", group="root", mode="0644")
-    files.directory(name="vLLM settings", path=CONF_DIR, user="root", group="root", mode="0755")
-    confs = {model: files.put(name=f"vLLM settings of {model}", src=io.StringIO(model_conf(site, model, entry.gpus.count)),
-                              dest=f"{CONF_DIR}/{model}.conf", user="root", group="root", mode="0644")
+    files.directory(name="vLLM settings", path=VLLM_CONF_DIR, user="root", group="root", mode="0755")
+    # Each model's flags, and the inventory's named opt-ins (remote code, runtime LoRA; off by default).
+    confs = {model: files.put(name=f"vllm-no-remote-code: vLLM settings of {model}",
+                              src=io.StringIO(model_conf(site, model, entry.gpus.count)),
+                              dest=f"{VLLM_CONF_DIR}/{model}.conf", user="root", group="root", mode="0644")
              for model in models}
     # Settings of models no longer served go, and so do their servers.
-    listed = (host.get_fact(Command, command=f"ls {CONF_DIR} 2>/dev/null || true") or "").split()
+    listed = host.get_fact(DirectoryEntries, path=VLLM_CONF_DIR)
     for stale in sorted({n[:-len(".conf")] for n in listed if n.endswith(".conf")} - set(models)):
         server.shell(name=f"Stop serving {stale} (no longer assigned)", commands=[
-            f"systemctl disable --now citadel-vllm@{stale}.service || true", f"rm -f {CONF_DIR}/{stale}.conf"])
-    reload = any(op._maybe_is_change for op in [unit, *probe])  # noqa: SLF001 - pyinfra's own prediction
+            f"systemctl disable --now citadel-vllm@{stale}.service || true", f"rm -f {VLLM_CONF_DIR}/{stale}.conf"])
+    reload = any(will_change(op) for op in [unit, *probe])
     if reload:
         systemd.daemon_reload(name="Reload systemd units")
-    systemd.service(name=f"{PROBE_TIMER} running and enabled", service=PROBE_TIMER, running=True, enabled=True,
-                    restarted=probe[2]._maybe_is_change)  # noqa: SLF001
+    systemd.service(name=f"vllm-egress-blocked: {ISOLATION_PROBE_TIMER} running and enabled",
+                    service=ISOLATION_PROBE_TIMER, running=True, enabled=True, restarted=will_change(probe[2]))
     if not models:
         return
     apt.packages(name="python3-venv and libnuma1 (vLLM's virtualenv; its CPU kernels link libnuma)",
                  packages=["python3-venv", "libnuma1"])
     installed = _install(site)
-    common = installed or unit._maybe_is_change or any(op._maybe_is_change for op in code)  # noqa: SLF001
+    common = installed or will_change(unit) or any(will_change(op) for op in code)
     for model in models:
         name = f"citadel-vllm@{model}.service"
         files.link(name=f"{name} enabled at boot", path=f"/etc/systemd/system/multi-user.target.wants/{name}",
-                   target=f"/etc/systemd/system/{UNIT}")
-        active = (host.get_fact(Command, command=f"systemctl is-active {name} || true") or "").strip()
-        if common or confs[model]._maybe_is_change or active != "active":  # noqa: SLF001
+                   target=f"/etc/systemd/system/{VLLM_UNIT}")
+        active = host.get_fact(UnitActive, unit=name)
+        if common or will_change(confs[model]) or not active:
             # Blocks until a real completion comes back (ExecStartPost); says why when it does not.
-            server.shell(name=f"Start vLLM for {model} ({name})", commands=[
+            server.shell(name=f"vllm-serves-signed-model: start vLLM for {model} ({name})", commands=[
                 f"systemctl restart {name} || {{ systemctl status --no-pager -n 0 {name} >&2; "
                 f"journalctl -u {unseal_unit(model)} -u {name} -n 8 --no-pager -o cat >&2; exit 1; }}"])
 

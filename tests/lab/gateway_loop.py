@@ -20,7 +20,7 @@ import time
 
 KEYS = "/etc/citadel/secrets/gateway/internal-api-key.json"
 CA = "/etc/citadel/pki-ca.pem"
-PORT = 8443
+PORT = 8443  # citadel_runtime.layout.KEYGUARD_PORT (a copy: this file runs alone on a host)
 
 
 def request(address: str, key: str) -> tuple[int, dict, str]:

@@ -6,23 +6,21 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from deploy.lab.ssh import known_hosts_line, ssh_command
+
 
 def known_hosts_for(lab) -> Path:
     handle = tempfile.NamedTemporaryFile("w", prefix="citadel-test-kh-", delete=False)
     for h in lab.hosts:
-        target = h.address if h.port == 22 else f"[{h.address}]:{h.port}"
-        handle.write(f"{target} {h.host_key}\n")
+        handle.write(known_hosts_line(h.address, h.port, h.host_key))
     handle.close()
     return Path(handle.name)
 
 
 def ssh_argv(lab, host, command: str) -> list[str]:
     """The ssh command line that runs `command` as the lab's SSH user on `host`."""
-    return [
-        "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={known_hosts_for(lab)}", "-o", "ConnectTimeout=10",
-        "-i", str(lab.ssh_key), "-p", str(host.port), f"{lab.ssh_user}@{host.address}", command,
-    ]
+    return ssh_command(lab.ssh_user, host.address, host.port, lab.ssh_key, known_hosts_for(lab), command,
+                       connect_timeout=10)
 
 
 def ssh(lab, host, command: str, check: bool = True, timeout: int = 60, stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from deploy.lab.ssh import known_hosts_line, ssh_command
+
 pytestmark = pytest.mark.lab
 
 NAME = "citadeltest"
@@ -17,19 +19,7 @@ SUBNET = "10.78.0.0/16"
 
 def _ssh(lab, host, known_hosts: Path, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [
-            "ssh",
-            "-i", str(lab.ssh_key),
-            "-p", str(host.port),
-            "-o", "BatchMode=yes",
-            "-o", "IdentitiesOnly=yes",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={known_hosts}",
-            "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "ConnectTimeout=10",
-            f"{lab.ssh_user}@{host.address}",
-            command,
-        ],
+        ssh_command(lab.ssh_user, host.address, host.port, lab.ssh_key, known_hosts, command, connect_timeout=10),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -69,7 +59,7 @@ def test_lab_up_ssh_apt_down_leaves_nothing(tmp_path):
         for host in lab.hosts:
             assert host.host_key.startswith("ssh-ed25519 ")
             known_hosts = tmp_path / f"known_hosts-{host.name}"
-            known_hosts.write_text(f"{host.address} {host.host_key}\n")
+            known_hosts.write_text(known_hosts_line(host.address, host.port, host.host_key))
 
             hostnames.add(_check(_ssh(lab, host, known_hosts, "hostname"), "ssh hostname").strip())
             _check(_ssh(lab, host, known_hosts, "sudo -n true"), "sudo -n true")
@@ -97,7 +87,7 @@ def test_lab_up_ssh_apt_down_leaves_nothing(tmp_path):
             # A wrong pinned key must be refused: the pin is real.
             wrong = tmp_path / "known_hosts-wrong"
             other = next(h for h in lab.hosts if h.name != host.name)
-            wrong.write_text(f"{host.address} {other.host_key}\n")
+            wrong.write_text(known_hosts_line(host.address, host.port, other.host_key))
             assert _ssh(lab, host, wrong, "true").returncode != 0
 
         assert hostnames == {"lab-01", "lab-02"}

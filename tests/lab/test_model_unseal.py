@@ -22,7 +22,7 @@ from deploy.runner import configure_logging, run_deploy
 from deploy.secrets.store import Store
 from deploy.vault.client import Access, resolve
 from deploy.vault.server import stop
-from hardening.controls import models as model_controls
+from hardening.controls import model_store as model_controls
 from hardening.engine import run_audit
 from tests.lab.sshutil import ssh
 from tests.lab.vaultutil import all_cmdlines, run_citadel, start_for_lab
@@ -31,8 +31,8 @@ pytestmark = pytest.mark.lab
 ROLES = ["base", "vault-agent", "model-store"]
 MODEL, REVISION = "tiny-clinical", "r1"
 MOUNT = f"/run/citadel/models/{MODEL}"
-# The model-store role's controls (models-store-volume-encrypted is the store-volume role's:
-# tests/vm/test_vm_hardening.py).
+# The model-store role's controls (area store_volume's models-store-volume-encrypted is the
+# store-volume role's: tests/vm/test_vm_hardening.py).
 CONTROLS = [c for c in model_controls.CONTROLS if c.remediation == "model-store"]
 UNIT = f"citadel-unseal@{MODEL}"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import time
 
 import hvac
 import pytest
@@ -64,7 +63,7 @@ def test_internal_key_old_and_new_overlap_then_old_is_rejected(s):
     gateway_doc = host_read(s, "gateway", "gateway/internal-api-key")
     new = gateway_doc["current"]["value"]
     assert new != old and gpu_doc == gateway_doc
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     assert overlap.match(gpu_doc, old, now)["version"] == 1  # a request with the old key still works
     assert overlap.match(gpu_doc, new, now)["version"] == 2
     with pytest.raises(VaultError, match="--finish"):  # no second rotation while one overlaps
@@ -92,7 +91,7 @@ def test_client_key_issue_rotate_finish_revoke_through_the_cli(s):
     assert new.startswith("ck_") and "previous key is still accepted until" in out
     doc = host_read(s, "gateway", "gateway/client-keys")
     assert client_keys.verify(doc, old) == "radiology" and client_keys.verify(doc, new) == "radiology"
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=31)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=31)
     assert client_keys.verify(doc, old, later) is None  # the grace expiry alone retires it
 
     code, out, err, _ = cli(s, "secrets", "rotate", "client-key", "radiology", "--finish")
@@ -210,7 +209,7 @@ def test_vault_stopped_midway_through_an_internal_key_rotation(s):
     code, out, err, _ = cli(s, "secrets", "rotate", "internal-api-key")
     assert code == 1 and "cannot reach Vault" in err and "Traceback" not in err
     restart(s)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     assert host_read(s, "gateway", "gateway/internal-api-key")["current"]["value"] == old
     assert overlap.match(host_read(s, "gpu", "gpu/internal-api-key"), old, now) is not None
     code, out, err, _ = cli(s, "secrets", "rotate", "internal-api-key", "--json")

@@ -31,7 +31,7 @@ from deploy.secrets import internal_key
 from deploy.secrets.store import Store
 from deploy.vault.client import Access, resolve
 from deploy.vault.server import serve, stop
-from hardening.controls import secrets as secrets_controls
+from hardening.controls import vault_agent as agent_controls
 from hardening.engine import run_audit
 from roles.vault_agent.templates import SPECS
 from tests.lab.sshutil import ssh, ssh_argv
@@ -129,13 +129,13 @@ def test_rendered_files_have_their_service_owner_and_mode_and_hold_what_vault_ho
         assert serial.lstrip("0") in listed  # issued by Vault's PKI to this host
 
 
-@pytest.mark.parametrize("control", secrets_controls.CONTROLS, ids=lambda c: c.id)
+@pytest.mark.parametrize("control", agent_controls.CONTROLS, ids=lambda c: c.id)
 def test_agent_checks_pass_then_fail_when_broken_and_a_redeploy_fixes_them(env, control):
     lab, site = env["lab"], env["site"]
     host = lab.hosts[1]
 
     def verdicts():
-        return {r.control: (r.status, r.evidence) for r in run_audit(site, secrets_controls.CONTROLS, limit=[host.name])}
+        return {r.control: (r.status, r.evidence) for r in run_audit(site, agent_controls.CONTROLS, limit=[host.name])}
 
     before = verdicts()
     assert all(status == "pass" for status, _ in before.values()), "\n".join(f"{k}: {v}" for k, v in before.items())

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from hardening.checks.accounts import KINDS, ConfigValue, Lines, Offenders, SudoDefault
 from hardening.controls import accounts as a
-from hardening.controls.accounts import CONTROLS, ConfigValue, Lines, Offenders, SudoDefault
+from hardening.controls.accounts import CONTROLS
+from hardening.model import Control
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,10 +23,14 @@ def test_catalog_shape():
     assert all(c.refs.threats and c.break_with for c in CONTROLS)
 
 
-def test_commands_subclasses_keep_their_own_kind():
+def test_check_kinds_are_their_own_and_survive_validation():
     control = a.CONTROLS_BY_ID["acct-pass-max-days"]
     assert isinstance(control.check, ConfigValue)
     assert "PASS_MAX_DAYS" in control.check.script()
+    assert len({kind.model_fields["kind"].default for kind in KINDS}) == len(KINDS)
+    for control in CONTROLS:
+        again = Control.model_validate(control.model_dump())
+        assert type(again.check) is type(control.check) and again.check.script() == control.check.script()
 
 
 def _evidence(*lines: str) -> str:
@@ -107,8 +113,9 @@ def test_pam_su_file_restricts_su_as_the_check_expects():
 def test_pam_files_written_by_the_role_satisfy_the_pam_checks():
     content = {**a.PAM_FILES, a.PAM_SU: (ROOT / "roles/hardening/files/accounts/pam-su").read_text()}
     for rule in a.PAM_RULES:
-        evidence = "".join(f"@@file {p}\n" + content[p] for p in rule.check.paths()) + "@@end"
-        assert rule.check.evaluate(evidence, 0).status == "pass", rule.id
+        check = rule.make_check()
+        evidence = "".join(f"@@file {p}\n" + content[p] for p in check.paths()) + "@@end"
+        assert check.evaluate(evidence, 0).status == "pass", rule.id
     weak = a.PAM_FILES[a.PAM_PASSWORD].replace("remember=24", "remember=5")
     check = a.CONTROLS_BY_ID["acct-pam-pwhistory"].check
     assert check.evaluate(f"@@file {a.PAM_PASSWORD}\n{weak}@@end", 0).status == "fail"
@@ -133,3 +140,36 @@ def test_role_only_acts_on_plain_names_and_paths():
         "/etc/sudoers.d/x", "/etc/sudoers.d/y"]
     assert _paths(["/home/a/.netrc", "/home/a b/.netrc", "/root/.rhosts"], whole_line=True) == [
         "/home/a/.netrc", "/root/.rhosts"]
+
+
+def _operation_names(source: str) -> list[str]:
+    """The literal start of every pyinfra operation's name= in a role module ('{}' where the
+    name starts with a value computed at deploy time, such as a row's id)."""
+    import ast
+
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in {"files", "server", "apt"}):
+            continue
+        for keyword in node.keywords:
+            if keyword.arg == "name":
+                first = keyword.value.values[0] if isinstance(keyword.value, ast.JoinedStr) else keyword.value
+                names.append(first.value if isinstance(first, ast.Constant) else "{}")
+    return names
+
+
+def test_role_operations_start_with_the_ids_they_fix():
+    from fnmatch import fnmatch
+
+    from roles.hardening import accounts as role
+
+    ids = set(a.CONTROLS_BY_ID)
+    names = _operation_names((ROOT / "roles/hardening/accounts.py").read_text())
+    assert len(names) > 20
+    for name in names:
+        if name != "{}":
+            prefix = name.split(":")[0]
+            assert any(fnmatch(i, prefix) for i in ids), name
+    assert set(role.SUDO_POLICY_CONTROLS.split(", ")) <= ids
+    assert set(role.PROFILE_CONTROLS.values()) <= ids and set(role.PROFILE_CONTROLS) == set(a.PROFILE_SCRIPTS)

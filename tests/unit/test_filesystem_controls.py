@@ -7,9 +7,20 @@ from types import SimpleNamespace
 
 import pytest
 
-from hardening.controls.filesystem import CONTROLS, MODULES, PATHS, modprobe_file
-from hardening.engine import HostFacts, judge
-from roles.hardening.filesystem import blocked_modules, modprobe_conf, parse_state, rewrite_fstab, state_script
+from hardening.audit_script import HostFacts, judge
+from hardening.controls.filesystem import (
+    CONTROLS,
+    COREDUMP,
+    COREDUMP_SETTINGS,
+    FSTAB_OPTIONS,
+    MODULES,
+    MOUNT_OPTIONS,
+    MOUNTS,
+    PATHS,
+    modprobe_file,
+)
+from roles.facts import FilesystemState
+from roles.hardening.filesystem import blocked_modules, modprobe_conf, rewrite_fstab
 
 
 def by_id(cid):
@@ -132,17 +143,27 @@ def test_state_fact_parses():
         "fstab IyBlbXB0eQo=", "loaded cramfs", "swaps 0", "mount /tmp rw,nosuid,nodev", "mount /dev/shm ",
         "sudoersd /etc/sudoers.d/citadel", "writable /etc/citadel/host.json",
     ])
-    state = parse_state(output)
+    state = FilesystemState().process(output.splitlines())
     assert state["virt"] == "systemd-nspawn"
     assert state["exists"] == {"/etc/shadow-"}
     assert state["fstab"] == "# empty\n"
     assert state["mount"] == {"/tmp": "rw,nosuid,nodev", "/dev/shm": ""}
     assert state["loaded"] == ["cramfs"] and state["swaps"] == 0
-    assert parse_state(None)["virt"] == "none"
-    assert "systemd-detect-virt --container" in state_script()
+    assert FilesystemState.default()["virt"] == "none"
+    command = FilesystemState().command(optional_paths=[], setid_paths=[], modules=[], mountpoints=[], config_dir="/x")
+    assert "systemd-detect-virt --container" in command
 
 
 def test_paths_table_matches_checks():
     for p in PATHS:
         check = by_id(p.id).check
         assert check.path == p.path and check.max_mode == p.mode and check.missing_ok == p.if_present
+
+
+def test_written_out_rows_cover_their_tables():
+    # The rows spell their ids out (grep finds them); these keep the spelled-out tables whole.
+    assert all(m.id == f"fs-module-{m.module}-blocked" and m.module in m.title for m in MODULES)
+    mountpoints = [m.mountpoint for m in MOUNTS]
+    assert [(r.mountpoint, r.option) for r in FSTAB_OPTIONS] == [(m, o) for m in mountpoints for o in MOUNT_OPTIONS]
+    assert all(r.id.endswith(f"-{r.option}") and r.option in r.title for r in FSTAB_OPTIONS)
+    assert all(f"{r.key}={r.value}" in r.title for r in COREDUMP) and list(COREDUMP_SETTINGS) == [r.key for r in COREDUMP]

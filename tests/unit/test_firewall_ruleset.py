@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 
+from hardening.controls.firewall import DEFAULT_DENY
 from inventory.loader import load_inventory, parse_inventory
 from roles.hardening.firewall import lockout_problem, render_ruleset
 
@@ -61,3 +63,9 @@ def test_lockout_is_refused_for_a_foreign_source_or_another_port():
     assert outsider and "192.0.2.77" in outsider and "networks.ssh_allowed" in outsider
     forwarded = lockout_problem(site, "gpu-01", f"{admin} 50000 10.0.0.5 2222")
     assert forwarded and "port 2222" in forwarded and "hosts.gpu-01.ssh.listen_port" in forwarded
+
+
+def test_default_deny_rows_cover_every_chain_of_the_ruleset():
+    ruleset = render_ruleset(load_inventory(EXAMPLE), "gpu-01")
+    assert [row.chain for row in DEFAULT_DENY] == re.findall(r"^    chain (\w+) \{", ruleset, re.MULTILINE)
+    assert all(row.id == f"fw-{row.chain}-default-deny" for row in DEFAULT_DENY)

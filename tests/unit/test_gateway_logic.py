@@ -61,7 +61,7 @@ def test_request_heads_are_read_strictly():
 
 
 def test_client_keys_match_by_hash_and_a_previous_key_only_during_its_overlap():
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     table = KeyTable({"clients": {
         "ward": {"current": {"version": 2, "sha256": digest("ck_new")}, "previous": {"version": 1, "sha256": digest("ck_old")},
                  "previous_expires": (now + dt.timedelta(hours=1)).isoformat()},

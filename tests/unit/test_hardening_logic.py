@@ -8,10 +8,19 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
+from hardening.audit_script import HostFacts, build_script, judge, parse_output
 from hardening.checks import (
-    Command, FileContent, FileMode, KernelModuleBlocked, Package, ServiceState, SshdOption, Sysctl, SysctlPersisted,
+    Command,
+    FileContent,
+    FileMode,
+    KernelModuleBlocked,
+    Package,
+    ServiceState,
+    SshdOption,
+    Sysctl,
+    SysctlPersisted,
 )
-from hardening.engine import HostFacts, Result, build_script, judge, parse_output
+from hardening.engine import Result
 from hardening.model import Control, References
 from hardening.report import AuditReport, outcome
 from hardening.waivers import Waiver, WaiverError, apply_waivers, load_waivers

@@ -10,17 +10,11 @@ import re
 
 import pytest
 
+from hardening.checks.kernel import SYSCTL_CONF, SysctlHardened, boot_values, parse_assignment
 from hardening.controls import kernel
-from hardening.controls.kernel import (
-    CONTROLS,
-    SETTINGS,
-    SYSCTL_CONF,
-    SYSCTL_FILE,
-    SysctlHardened,
-    boot_values,
-    parse_assignment,
-)
+from hardening.controls.kernel import CONTROLS, SETTINGS, SYSCTL_FILE
 from hardening.model import Control
+from roles.facts import SysctlAssignments
 from roles.hardening import kernel as role
 
 DEBIAN_LINKS = "fs.protected_fifos = 1\nfs.protected_hardlinks = 1\nfs.protected_regular = 2\nfs.protected_symlinks = 1\n"
@@ -78,7 +72,7 @@ def test_enough_controls_with_unique_prefixed_ids():
 
 
 def test_scope_kernel_exactly_for_parameters_outside_the_network_namespace():
-    for s, c in zip(SETTINGS, CONTROLS):
+    for s, c in zip(SETTINGS, CONTROLS, strict=True):
         per_netns = all(k.startswith(("net.ipv4.", "net.ipv6.")) for k in s.keys)
         assert c.scope == ("any" if per_netns else "kernel"), c.id
     assert next(c for c in CONTROLS if c.id == "kern-bpf-jit-harden").scope == "kernel"
@@ -138,18 +132,28 @@ def test_precedence_follows_systemd_sysctl():
 
 
 def test_missing_key_is_not_applicable_and_unset_key_fails():
-    check = SysctlHardened.for_keys(["kernel.kexec_load_disabled"], ["1"])
+    check = SysctlHardened(keys=["kernel.kexec_load_disabled"], accepted=["1"])
     assert check.evaluate("run kernel.kexec_load_disabled?", 0).status == "notapplicable"
     verdict = check.evaluate("run kernel.kexec_load_disabled=1\n@file /etc/sysctl.conf", 0)
     assert verdict.status == "fail" and "not set" in verdict.message
 
 
-def test_check_serialises_as_a_read_only_command():
+def test_check_is_its_own_kind_and_only_reads():
     dumped = CONTROLS[0].model_dump()["check"]
-    assert dumped["kind"] == "command"
-    script = dumped["command"]
+    assert dumped == {"kind": "sysctl_hardened", "keys": list(SETTINGS[0].keys), "accepted": SETTINGS[0].ok_values}
+    script = CONTROLS[0].check.script()
     assert "/proc/sys/net/ipv4/ip_forward" in script and "grep -E" in script
     assert not re.search(r"sysctl -w|sed -i|>\s*/", script)
+
+
+def test_check_round_trips_through_the_catalog_union():
+    again = Control.model_validate(CONTROLS[0].model_dump())
+    assert isinstance(again.check, SysctlHardened) and again.check == CONTROLS[0].check
+
+
+def test_role_operations_name_the_controls_they_fix():
+    keys = ["net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding", "kernel.sysrq"]
+    assert role.control_ids(keys) == "kern-ipv4-forwarding, kern-sysrq"
 
 
 def test_devsec_sysctl_controls_covered():
@@ -160,7 +164,7 @@ def test_devsec_sysctl_controls_covered():
 
 
 def test_role_comments_out_only_conflicting_assignments():
-    listing = "\n".join([
+    listing = SysctlAssignments().process([
         f"{SYSCTL_CONF}:net.ipv4.tcp_syncookies = 0",
         f"{SYSCTL_CONF}:kernel.sysrq = 0",
         "/etc/sysctl.d/70-local.conf:-fs/suid_dumpable=2",

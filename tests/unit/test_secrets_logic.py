@@ -14,7 +14,7 @@ from deploy.vault import VaultError
 from deploy.vault.policies import parse
 from hardening.vault.controls import CONTROLS
 
-T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 
 

@@ -8,23 +8,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hardening.checks.services import DeviceNodes, FileExact, PackagesAbsent, PackageService, installed_packages
 from hardening.controls.services import (
     CONTROLS,
     GPU_GROUP,
     PERIODIC,
     UNWANTED,
     UNWANTED_PACKAGES,
-    DeviceNodes,
-    FileExact,
-    PackagesAbsent,
-    PackageService,
+    UPDATE_TIMERS,
     apt_value,
     chrony_conf,
     fake_package,
     gpu_rules,
-    installed_packages,
 )
-from roles.hardening.services import apt_policy, auto_upgrades, origins, parse_grep_hits, time_sources
+from roles.facts import parse_grep_hits
+from roles.hardening.services import TIMER_CONTROLS, apt_policy, auto_upgrades, origins, time_sources
 
 DEVSEC = Path(__file__).resolve().parents[2] / "hardening" / "devsec"
 
@@ -58,7 +56,7 @@ def test_devsec_reference_files_list_every_id_once():
         controls = yaml.safe_load((DEVSEC / name).read_text())["controls"]
         ids = [c["id"] for c in controls]
         assert len(ids) == len(set(ids))
-        assert all(i.startswith(prefix) and c["title"] for i, c in zip(ids, controls))
+        assert all(i.startswith(prefix) and c["title"] for i, c in zip(ids, controls, strict=True))
 
 
 def test_packages_absent_judges_dpkg_states():
@@ -82,6 +80,12 @@ def test_unwanted_table_feeds_controls_and_role():
     for u in UNWANTED:
         assert by_id[u.id].check.names == u.packages
         assert f"Package: {u.packages[0]}\\n" in by_id[u.id].break_with
+
+
+def test_every_update_timer_names_a_real_control():
+    ids = {c.id for c in CONTROLS}
+    assert set(TIMER_CONTROLS) == set(UPDATE_TIMERS)
+    assert set(TIMER_CONTROLS.values()) <= ids
 
 
 def test_fake_package_builds_outside_its_own_tree():

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from pyinfra.api.exceptions import OperationError
 
-from citadel_runtime import store_unlock
-from hardening.controls.models import STORE_VOLUME_ENCRYPTED
+from citadel_runtime import layout, store_unlock
+from hardening.controls.store_volume import STORE_VOLUME_ENCRYPTED
 from inventory.loader import InventoryError, parse_inventory
 from roles import registry
-from roles.model_store import paths
-from roles.store_volume import judge, parse_state, volume_settings
+from roles.facts import StoreVolumeState
+from roles.store_volume import judge, volume_settings
 
 KEY = bytes(range(32))
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk1kKmvSbq3oL0tmNxMq7eE8lRk9l0nqYy4m1qVw2aa"
@@ -74,10 +74,10 @@ def test_registered_for_gpu_hosts_before_model_store():
 def test_settings_are_what_the_host_code_needs_and_hold_no_secret():
     settings = volume_settings(site({"image_size": "1G"}), "gpu-01")
     assert store_unlock.REQUIRED <= set(settings)
-    assert settings["backing"] == paths.VOLUME_IMAGE and settings["image_size"] == 1 << 30
-    assert settings["mount"] == paths.HOST_STORE and settings["transit_key"] == "store-volume"
-    assert str(store_unlock.SETTINGS) == paths.VOLUME_SETTINGS
-    assert not paths.VOLUME_SETTINGS.endswith(".json")  # CONFIG_DIR/*.json are models' unseal settings
+    assert settings["backing"] == layout.STORE_VOLUME_IMAGE and settings["image_size"] == 1 << 30
+    assert settings["mount"] == layout.MODEL_STORE and settings["transit_key"] == "store-volume"
+    assert str(store_unlock.SETTINGS) == layout.STORE_VOLUME_SETTINGS
+    assert not layout.STORE_VOLUME_SETTINGS.endswith(".json")  # MODEL_CONFIG_DIR/*.json are models' unseal settings
     assert volume_settings(site({"device": "/dev/vdb"}), "gpu-01")["backing"] == "/dev/vdb"
 
 
@@ -85,7 +85,7 @@ MOUNTED = "mount=/dev/mapper/citadel-store rw,nosuid,nodev,noexec,relatime\nmode
 
 
 @pytest.mark.parametrize("state, backing, needs", [
-    ("backing=absent\nmount=\nmode=\n", paths.VOLUME_IMAGE, {"format": True, "open": True, "mount": True}),
+    ("backing=absent\nmount=\nmode=\n", layout.STORE_VOLUME_IMAGE, {"format": True, "open": True, "mount": True}),
     ("backing=present\nmount=\nmode=700 root\n", "/dev/vdb", {"format": True, "open": True, "mount": True}),
     ("backing=present\nTYPE=crypto_LUKS\nVERSION=2\nmount=\nmode=700 root\n", "/dev/vdb",
      {"format": False, "open": True, "mount": True}),
@@ -96,7 +96,7 @@ MOUNTED = "mount=/dev/mapper/citadel-store rw,nosuid,nodev,noexec,relatime\nmode
      {"format": False, "open": False, "mount": True}),
 ])
 def test_what_the_volume_needs(state, backing, needs):
-    assert judge(parse_state(state), backing, "gpu-01") == needs
+    assert judge(StoreVolumeState().process(state.splitlines()), backing, "gpu-01") == needs
 
 
 @pytest.mark.parametrize("state, message", [
@@ -107,7 +107,7 @@ def test_what_the_volume_needs(state, backing, needs):
 ])
 def test_a_device_it_must_not_touch_is_refused_naming_host_and_device(state, message):
     with pytest.raises(OperationError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        judge(parse_state(state), "/dev/vdb", "gpu-01")
+        judge(StoreVolumeState().process(state.splitlines()), "/dev/vdb", "gpu-01")
 
 
 # --- the host code ---------------------------------------------------------------------------

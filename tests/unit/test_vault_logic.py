@@ -226,7 +226,7 @@ def test_tls_material(tmp_path):
     paths = write_tls(tmp_path)
     assert stat.S_IMODE(paths.key_file.stat().st_mode) == 0o600
     assert not needs_new_certificate(paths)
-    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=80)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=80)
     assert needs_new_certificate(paths, now=later)
     assert not list(tmp_path.rglob("*ca-key*")), "the CA's key must never be written"
     assert needs_new_certificate(tls_paths(tmp_path / "empty"))

@@ -13,7 +13,7 @@ import json
 import ssl
 from collections import Counter
 
-PORT = 443  # the gateway's (roles.gateway.PORT)
+from citadel_runtime.layout import GATEWAY_PORT
 
 
 def context(ca_pem: str) -> ssl.SSLContext:
@@ -24,7 +24,7 @@ def context(ca_pem: str) -> ssl.SSLContext:
 def request(address: str, ca_pem: str, method: str, path: str, key: str | None = None, body=None,
             raw_body: bytes | None = None, timeout: float = 60) -> tuple[int, dict, bytes]:
     """One request on its own connection: (status, headers, body)."""
-    connection = http.client.HTTPSConnection(address, PORT, context=context(ca_pem), timeout=timeout)
+    connection = http.client.HTTPSConnection(address, GATEWAY_PORT, context=context(ca_pem), timeout=timeout)
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
@@ -89,7 +89,7 @@ async def _load(address: str, ca_pem: str, key: str, total: int, concurrency: in
                     f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
             try:
                 if conn is None:
-                    conn = await asyncio.wait_for(asyncio.open_connection(address, PORT, ssl=ctx), 30)
+                    conn = await asyncio.wait_for(asyncio.open_connection(address, GATEWAY_PORT, ssl=ctx), 30)
                 reader, writer = conn
                 writer.write(head + data)
                 await writer.drain()
@@ -99,7 +99,7 @@ async def _load(address: str, ca_pem: str, key: str, total: int, concurrency: in
                 if headers.get("connection", "").lower() == "close":
                     writer.close()
                     conn = None
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, ssl.SSLError) as exc:
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, ssl.SSLError) as exc:
                 broken.append(f"request {index}: {type(exc).__name__}: {exc}"[:200])
                 if conn:
                     conn[1].close()

@@ -191,7 +191,7 @@ def test_audit_log_verify_passes_on_the_real_log_and_fails_on_tampered_copies(en
 
 
 def test_ten_thousand_requests_across_two_vllm_restarts_each_answered_and_recorded_once(env, gw):
-    total, restarts, done = 10_000, [], threading.Event()
+    total, restarts = 10_000, []
 
     def restart(at):
         start = time.monotonic()

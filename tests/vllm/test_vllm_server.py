@@ -71,7 +71,7 @@ def test_vllm_cannot_be_reached_from_outside_and_its_sandbox_cannot_connect_out(
     thread.start()
     try:
         target = f"{env['host'].controller_address}:{port}"
-        probe = f"from citadel_runtime.isolation_probe import in_child; import json; print(json.dumps({{"
+        probe = "from citadel_runtime.isolation_probe import in_child; import json; print(json.dumps({"
         inside = python_on_host(env, probe + f"'r': in_child('citadel-vllm', '{target}', 3, {pid})}}))")
         as_user = python_on_host(env, probe + f"'r': in_child('citadel-vllm', '{target}', 3, None)}}))")
         assert inside["r"].startswith("blocked"), inside
@@ -156,7 +156,7 @@ def test_a_tampered_sealed_model_keeps_the_server_down_and_the_audit_says_why(en
 def test_the_key_never_appears_in_the_deploy_output_or_any_command_line(env):
     key = vllm_key(env)
     assert key.startswith("vk_")
-    for code, out, err, _ in env["deploys"]:
+    for _code, out, err, _ in env["deploys"]:
         assert key not in out and key not in err
     assert key not in on_host(env, "sudo sh -c 'cat /proc/[0-9]*/cmdline 2>/dev/null | tr \"\\0\" \" \"'").stdout
     assert all(key.encode() not in line for line in all_cmdlines())

@@ -185,7 +185,7 @@ def _volume_key(store_volume, vm_lab, vm_host) -> str:
 
 
 def _store_control():
-    from hardening.controls.models import STORE_VOLUME_ENCRYPTED
+    from hardening.controls.store_volume import STORE_VOLUME_ENCRYPTED
 
     return STORE_VOLUME_ENCRYPTED
 

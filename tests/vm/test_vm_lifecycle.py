@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from deploy.lab.ssh import known_hosts_line, ssh_command
+
 pytestmark = pytest.mark.vm
 
 
@@ -40,9 +42,7 @@ def _qemu_processes_under(path: Path) -> list[int]:
 def vm(tmp_path_factory):
     _require_vm_tools()
     from deploy.lab import aptrepo, rootfs, sshkeys
-    from deploy.lab.vm import start_vm, stop_vm
-
-    from deploy.lab.vm import ensure_image
+    from deploy.lab.vm import ensure_image, start_vm, stop_vm
 
     lab_dir = tmp_path_factory.mktemp("vmlab")
     key = sshkeys.ensure_controller_key(lab_dir)
@@ -56,7 +56,7 @@ def vm(tmp_path_factory):
         host = start_vm(lab_dir, key, repo, lambda text: print(f"[vm] {text}"))
         print(f"[vm] SSH-ready after {time.monotonic() - started:.1f} s on port {host.port}")
         known_hosts = lab_dir / "vm-test-known_hosts"
-        known_hosts.write_text(f"[{host.address}]:{host.port} {host.host_key}\n")
+        known_hosts.write_text(known_hosts_line(host.address, host.port, host.host_key))
         yield {"lab_dir": lab_dir, "host": host, "key": key, "known_hosts": known_hosts, "repo": repo,
                "base": base, "base_before": base_before}
     finally:
@@ -66,19 +66,7 @@ def vm(tmp_path_factory):
 def ssh(vm, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
     host = vm["host"]
     return subprocess.run(
-        [
-            "ssh",
-            "-i", str(vm["key"]),
-            "-p", str(host.port),
-            "-o", "BatchMode=yes",
-            "-o", "IdentitiesOnly=yes",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={vm['known_hosts']}",
-            "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "ConnectTimeout=20",
-            f"citadel@{host.address}",
-            command,
-        ],
+        ssh_command("citadel", host.address, host.port, vm["key"], vm["known_hosts"], command, connect_timeout=20),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -113,7 +101,7 @@ def test_wrong_host_key_is_refused(vm, tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     wrong = other.with_suffix(".pub").read_text().split()
     vm_bad = dict(vm, known_hosts=tmp_path / "known_hosts")
-    vm_bad["known_hosts"].write_text(f"[127.0.0.1]:{vm['host'].port} {wrong[0]} {wrong[1]}\n")
+    vm_bad["known_hosts"].write_text(known_hosts_line("127.0.0.1", vm["host"].port, f"{wrong[0]} {wrong[1]}"))
     result = ssh(vm_bad, "true")
     assert result.returncode != 0
     assert "host key" in result.stderr.lower()

@@ -13,7 +13,20 @@ from typing import Annotated
 
 import typer
 
-from deploy.cli_common import InventoryOption, JsonOption, TokenFileOption, fail, out, vault_call, vault_client
+from citadel_runtime.gateway.auditlog import verify_file
+from citadel_runtime.gateway.content import open_sealed
+from deploy.cli.common import (
+    InventoryOption,
+    JsonOption,
+    TokenFileOption,
+    fail,
+    load_site,
+    out,
+    vault_call,
+    vault_client,
+)
+from deploy.secrets import audit_key
+from deploy.secrets.store import Store
 
 audit_log_app = typer.Typer(
     help="The gateway's audit log: one HMAC-chained JSON line per interaction with the model.",
@@ -43,11 +56,6 @@ def verify(
     Exit 0 when the log verifies, 1 when it does not (each problem is named by line), 2 on
     bad input (no such inventory, no key in Vault).
     """
-    from citadel_runtime.gateway.auditlog import verify_file
-    from deploy.secrets import audit_key
-    from deploy.secrets.store import Store
-    from deploy.cli_common import load_site
-
     site = load_site(inventory)
     store = Store(vault_client(site, token_file), site.vault.kv_mount)
     key = vault_call(audit_key.read, store)
@@ -92,11 +100,6 @@ def show(
 
     Exit 0; 1 when a record's content cannot be opened (wrong key, or edited); 2 on bad input.
     """
-    from citadel_runtime.gateway.content import open_sealed
-    from deploy.cli_common import load_site
-    from deploy.secrets import audit_key
-    from deploy.secrets.store import Store
-
     key = None
     if decrypt:
         site = load_site(inventory)

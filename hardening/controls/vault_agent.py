@@ -2,14 +2,15 @@
 
 Each host runs one agent per group it is in (``citadel-agent@gpu``, ``citadel-agent@gateway``;
 the groups come from ``/etc/citadel/host.json``, written by the base role). Fixed by the
-vault-agent role (roles/vault_agent), whose file and directory names these checks share.
+vault-agent role (roles/vault_agent); the directories both sides share, and which service each
+group's secrets are for, are in citadel_runtime.layout.
 """
 
 from __future__ import annotations
 
+from citadel_runtime.layout import AGENT_RUN_ROOT, AGENT_SECRETS, KEYGUARD_SECRETS
 from hardening.checks import Command
 from hardening.model import Control, References
-from roles.vault_agent.templates import RUN_ROOT, SPECS
 
 ACCESS = ["164.312(a)(1)", "164.312(d)"]
 GROUPS_OF_HOST = (
@@ -20,11 +21,12 @@ GROUPS_OF_HOST = (
 
 def _per_group(body: str) -> str:
     """A script running `body` for each of the host's groups with an agent; exit 1 on any problem."""
-    return GROUPS_OF_HOST + f"bad=0; for g in $groups; do case $g in {'|'.join(SPECS)}) {body};; esac; done; exit $bad"
+    with_agents = "|".join(AGENT_SECRETS)
+    return GROUPS_OF_HOST + f"bad=0; for g in $groups; do case $g in {with_agents}) {body};; esac; done; exit $bad"
 
 
 def _service_dirs() -> str:
-    return " ;; ".join(f"{g}) d={s.secrets_dir}; u={s.user}" for g, s in SPECS.items())
+    return " ;; ".join(f"{g}) d={s['secrets_dir']}; u={s['user']}" for g, s in AGENT_SECRETS.items())
 
 
 AGENT_RUNNING = Control(
@@ -39,7 +41,7 @@ AGENT_RUNNING = Control(
             'a=$(systemctl is-active citadel-agent@$g); e=$(systemctl is-enabled citadel-agent@$g 2>/dev/null); '
             # Running is not enough: after a reboot an agent runs without a login (its
             # wrapped secret-id was single-use) until a deploy delivers a new one.
-            f't=$([ -s {RUN_ROOT}/$g/token ] && echo logged-in || echo no-token); '
+            f't=$([ -s {AGENT_RUN_ROOT}/$g/token ] && echo logged-in || echo no-token); '
             'echo "citadel-agent@$g $a $e $t"; [ "$a $e $t" = "active enabled logged-in" ] || bad=1'
         ),
         describe="every group's agent active, enabled and logged in",
@@ -59,13 +61,13 @@ AGENT_SINK_PRIVATE = Control(
         command=_per_group(
             # No sink (a stopped agent's run directory is gone) is no token on disk: nothing to leak;
             # a stopped agent is secrets-agent-running's finding, not this one's.
-            f'f={RUN_ROOT}/$g/token; s=$(stat -c "%a %U:%G" $f 2>/dev/null || echo absent); echo "$f $s"; '
+            f'f={AGENT_RUN_ROOT}/$g/token; s=$(stat -c "%a %U:%G" $f 2>/dev/null || echo absent); echo "$f $s"; '
             'case "$s" in "600 root:root"|absent) ;; *) bad=1;; esac'
         ),
         describe="every sink absent or mode 600, owned by root",
     ),
     remediation="vault-agent",
-    break_with=f"chmod 0644 {RUN_ROOT}/gpu/token",
+    break_with=f"chmod 0644 {AGENT_RUN_ROOT}/gpu/token",
 )
 
 RENDERED_FILES_PRIVATE = Control(
@@ -85,7 +87,7 @@ RENDERED_FILES_PRIVATE = Control(
         describe="every rendered file 0400 and owned by its service's user",
     ),
     remediation="vault-agent",
-    break_with=f"chmod 0644 {SPECS['gpu'].secrets_dir}/tls.pem",
+    break_with=f"chmod 0644 {KEYGUARD_SECRETS}/tls.pem",
 )
 
 CONTROLS = [AGENT_RUNNING, AGENT_SINK_PRIVATE, RENDERED_FILES_PRIVATE]

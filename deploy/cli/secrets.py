@@ -15,12 +15,28 @@ from __future__ import annotations
 import datetime as dt
 import json
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from deploy.cli_common import InventoryOption, JsonOption, TokenFileOption, err, fail, load_site, out, vault_call, vault_client
+from deploy.cli.common import (
+    InventoryOption,
+    JsonOption,
+    TokenFileOption,
+    err,
+    fail,
+    load_site,
+    out,
+    vault_call,
+    vault_client,
+)
+from deploy.progress import RichDeployListener
+from deploy.secrets import KINDS, approle, client_keys, internal_key, tls, transit
+from deploy.secrets.status import collect
+from deploy.secrets.store import Store, vault_errors
+from deploy.vault.bootstrap import seconds
+from deploy.vault.client import Access, resolve
 
 AUTH_HELP = (
     "Server: BAO_ADDR or VAULT_ADDR, else the inventory's vault.address (https only). CA: BAO_CACERT or "
@@ -38,7 +54,6 @@ secrets_app = typer.Typer(
 )
 
 
-
 class Kind(str, Enum):
     internal_api_key = "internal-api-key"
     client_key = "client-key"
@@ -48,8 +63,6 @@ class Kind(str, Enum):
 
 
 def _store(inventory, token_file):
-    from deploy.secrets.store import Store
-
     site = load_site(inventory)
     return site, Store(vault_client(site, token_file), site.vault.kv_mount)
 
@@ -58,9 +71,8 @@ def _redeliver(site, token_file, group: str):
     """deliver(hosts) for an AppRole rotation: the vault-agent role, forced to hand out new secret-ids."""
 
     def deliver(hosts: list[str]) -> dict[str, str]:
-        from deploy.progress import RichDeployListener
+        # pyinfra takes longer to import than the rest of the CLI together: only commands that connect load it.
         from deploy.runner import run_deploy
-        from deploy.vault.client import Access, resolve
 
         with RichDeployListener(err) as listener:
             report = run_deploy(site, ["vault-agent"], limit=hosts, listener=listener,
@@ -72,8 +84,6 @@ def _redeliver(site, token_file, group: str):
 
 
 def _grace(text: str) -> dt.timedelta:
-    from deploy.vault.bootstrap import seconds
-
     try:
         value = seconds(text)
     except ValueError:
@@ -127,9 +137,6 @@ def secrets_status(inventory: InventoryOption, token_file: TokenFileOption = Non
 
     Example: `citadel secrets status -i site.yaml --json`
     """
-    from deploy.secrets.status import collect
-    from deploy.secrets.store import vault_errors
-
     site, store = _store(inventory, token_file)
 
     def gather():
@@ -176,8 +183,6 @@ def secrets_issue_client(
 
     Example: `citadel secrets issue-client radiology-reporting -i site.yaml`
     """
-    from deploy.secrets import client_keys
-
     _, store = _store(inventory, token_file)
     key, result = vault_call(client_keys.issue, store, name)
     _print_result(result, as_json, key)
@@ -196,8 +201,6 @@ def secrets_revoke_client(
 
     Example: `citadel secrets revoke-client radiology-reporting -i site.yaml`
     """
-    from deploy.secrets import client_keys
-
     _, store = _store(inventory, token_file)
     _print_result(vault_call(client_keys.revoke, store, name), as_json)
 
@@ -206,7 +209,7 @@ def secrets_revoke_client(
 def secrets_rotate(
     kind: Annotated[Kind, typer.Argument(help="What to rotate.", case_sensitive=False)],
     name: Annotated[
-        Optional[str],
+        str | None,
         typer.Argument(help="client-key: the client; transit-key: the key (model-data, model-signing, audit-chain, store-volume); "
                        "approle-secret-id, tls-cert: the group (gpu, gateway).", show_default=False),
     ] = None,
@@ -255,8 +258,6 @@ def secrets_rotate(
     Example: `citadel secrets rotate transit-key model-data -i site.yaml`, then once hosts
     have caught up, `citadel secrets rotate transit-key model-data -i site.yaml --finish`
     """
-    from deploy.secrets import KINDS, approle, client_keys, internal_key, tls, transit
-
     needs_name = KINDS[kind.value]
     if needs_name and not name:
         raise fail(f"rotate {kind.value} needs a NAME (see --help)")

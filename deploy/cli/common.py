@@ -1,11 +1,11 @@
-"""What every ``citadel`` sub-command shares: the two consoles, option types, error exits.
+"""What every ``citadel`` command shares: the two consoles, option types, error exits.
 
-Kept apart from :mod:`deploy.cli` so sub-apps in their own modules (``citadel secrets``)
-use the same conventions without importing the whole command line.
+Every command module of :mod:`deploy.cli` uses these, so all commands print, fail and
+exit the same way.
 
 Example::
 
-    >>> from deploy.cli_common import fail
+    >>> from deploy.cli.common import fail
     >>> fail("inventory site.yaml: hosts.gpu-01.address: not an address").exit_code
     2
 """
@@ -13,12 +13,14 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from deploy.redaction import redact
+from deploy.vault import VaultError
+from deploy.vault.client import connect, resolve
 
 out = Console()  # results (tables, JSON) on stdout
 err = Console(stderr=True)  # progress, warnings and errors on stderr
@@ -29,7 +31,7 @@ InventoryOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout, for scripts and CI.")]
 TokenFileOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--token-file",
         help="File (mode 0600) holding the Vault token to use. Tokens are never taken as arguments.",
@@ -46,6 +48,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 def load_site(path: Path):
     """The inventory at `path`, or exit 2 naming the file and field."""
+    # pydantic (the inventory schema) adds a tenth of a second to every `citadel --help`: loaded when used.
     from inventory.loader import InventoryError, load_inventory
 
     try:
@@ -56,8 +59,6 @@ def load_site(path: Path):
 
 def vault_call(function, *args, **kwargs):
     """`function(*args, **kwargs)`, a VaultError turned into an error exit with its code."""
-    from deploy.vault import VaultError
-
     try:
         return function(*args, **kwargs)
     except VaultError as exc:
@@ -66,6 +67,4 @@ def vault_call(function, *args, **kwargs):
 
 def vault_client(site, token_file: Path | None):
     """An authenticated client for the site's Vault (address, CA, token resolved as documented)."""
-    from deploy.vault.client import connect, resolve
-
     return vault_call(connect, vault_call(resolve, site.vault, token_file))

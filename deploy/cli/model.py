@@ -15,12 +15,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from deploy.cli_common import InventoryOption, JsonOption, TokenFileOption, err, fail, load_site, out, vault_call
+from citadel_runtime.sealed import SealError
+from deploy.cli.common import (
+    InventoryOption,
+    JsonOption,
+    TokenFileOption,
+    err,
+    fail,
+    load_site,
+    out,
+    vault_call,
+    vault_client,
+)
+from deploy.models import ModelError
+from deploy.models.keys import Keys
+from deploy.models.listing import list_models
+from deploy.models.location import new_revision, parse_ref, store_root
+from deploy.models.rekey import rekey_models
+from deploy.models.seal import seal_model
+from deploy.models.verify import verify_models
+from deploy.secrets.store import Store
 
 STORE_HELP = "The model store (a directory of NAME/REVISION/ folders). Default: $CITADEL_MODEL_STORE."
 
@@ -37,23 +56,18 @@ model_app = typer.Typer(
     no_args_is_help=True,
 )
 
-StoreOption = Annotated[Optional[Path], typer.Option("--store", help=STORE_HELP, show_default=False)]
+StoreOption = Annotated[Path | None, typer.Option("--store", help=STORE_HELP, show_default=False)]
 WorkersOption = Annotated[
-    Optional[int], typer.Option("--workers", min=1, help="Processes for encryption/decryption. Default: all cores.")
+    int | None, typer.Option("--workers", min=1, help="Processes for encryption/decryption. Default: all cores.")
 ]
 
 
 def _root(store: Path | None) -> Path:
-    from deploy.models.location import store_root
-
     return _call(store_root, store)
 
 
 def _call(function, *args, **kwargs):
     """`function(...)` with Citadel's errors turned into exits: 2 bad input, 1 failed checks or Vault."""
-    from citadel_runtime.sealed import SealError
-    from deploy.models import ModelError
-
     try:
         return vault_call(function, *args, **kwargs)
     except ModelError as exc:
@@ -63,10 +77,6 @@ def _call(function, *args, **kwargs):
 
 
 def _keys(inventory: Path, token_file: Path | None):
-    from deploy.cli_common import vault_client
-    from deploy.models.keys import Keys
-    from deploy.secrets.store import Store
-
     site = load_site(inventory)
     return Keys(Store(vault_client(site, token_file), site.vault.kv_mount), site.vault.transit_mount)
 
@@ -88,7 +98,7 @@ def model_seal(
     name: Annotated[str, typer.Option("--name", help="Model name (letters, digits, '.', '_', '-').", show_default=False)],
     inventory: InventoryOption,
     revision: Annotated[
-        Optional[str], typer.Option("--revision", help="Revision label. Default: the UTC time, e.g. 20250101T120000Z.",
+        str | None, typer.Option("--revision", help="Revision label. Default: the UTC time, e.g. 20250101T120000Z.",
                                     show_default=False)
     ] = None,
     store: StoreOption = None,
@@ -112,9 +122,6 @@ def model_seal(
 
     Example: `citadel model seal ./llama-3-8b --name llama-3-8b --revision r1 -i site.yaml --store /srv/models`
     """
-    from deploy.models.location import new_revision
-    from deploy.models.seal import seal_model
-
     root = _root(store)
     keys = _keys(inventory, token_file)
     result = _call(seal_model, keys, root, source, name, revision or new_revision(), workers=workers)
@@ -151,9 +158,6 @@ def model_verify(
 
     Example: `citadel model verify llama-3-8b/r1 -i site.yaml --store /srv/models --json`
     """
-    from deploy.models.location import parse_ref
-    from deploy.models.verify import verify_models
-
     root = _root(store)
     name, revision = _call(parse_ref, ref)
     keys = _keys(inventory, token_file)
@@ -184,8 +188,6 @@ def model_list(store: StoreOption = None, as_json: JsonOption = False) -> None:
 
     Example: `citadel model list --store /srv/models --json`
     """
-    from deploy.models.listing import list_models
-
     rows = _call(list_models, _root(store))
     if as_json:
         out.print_json(json.dumps({"models": rows}))
@@ -205,10 +207,10 @@ def model_list(store: StoreOption = None, as_json: JsonOption = False) -> None:
 def model_push(
     inventory: InventoryOption = ...,
     model: Annotated[
-        Optional[list[str]], typer.Option("--model", "-m", help="Only this model (repeatable). Default: every assigned one.")
+        list[str] | None, typer.Option("--model", "-m", help="Only this model (repeatable). Default: every assigned one.")
     ] = None,
     limit: Annotated[
-        Optional[list[str]], typer.Option("--limit", "-l", help="Only this host (repeatable). Default: every host serving models.")
+        list[str] | None, typer.Option("--limit", "-l", help="Only this host (repeatable). Default: every host serving models.")
     ] = None,
     store: StoreOption = None,
     as_json: JsonOption = False,
@@ -226,6 +228,7 @@ def model_push(
 
     Example: `citadel model push -i site.yaml --store /srv/models --model llama-3-8b`
     """
+    # pyinfra takes longer to import than the rest of the CLI together: only commands that connect load it.
     from deploy.models.push import push_models
 
     site = load_site(inventory)
@@ -263,9 +266,6 @@ def model_rekey(
 
     Example: `citadel model rekey llama-3-8b -i site.yaml --store /srv/models`
     """
-    from deploy.models.location import parse_ref
-    from deploy.models.rekey import rekey_models
-
     root = _root(store)
     name, revision = _call(parse_ref, ref)
     rows = _call(rekey_models, _keys(inventory, token_file), root, name, revision)

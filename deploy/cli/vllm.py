@@ -11,7 +11,9 @@ import json
 
 import typer
 
-from deploy.cli_common import InventoryOption, JsonOption, err, fail, load_site, out
+from deploy.cli.common import InventoryOption, JsonOption, err, fail, load_site, out
+from deploy.vllm import VllmError
+from deploy.vllm.wheelhouse import ensure
 
 vllm_app = typer.Typer(
     help=(
@@ -35,9 +37,6 @@ def wheelhouse(inventory: InventoryOption, as_json: JsonOption = False) -> None:
 
     Exit 0 when ready, 1 when pip failed (nothing kept), 2 when `vllm.package` is unset.
     """
-    from deploy.vllm import VllmError
-    from deploy.vllm.wheelhouse import ensure
-
     site = load_site(inventory)
     try:
         with err.status("vLLM wheelhouse") as status:
