@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).parent
-TIERS = ("unit", "lab", "vm", "vllm")
+TIERS = ("unit", "lab", "vm", "vllm", "adversarial")
 
 # The session's lab has its own name and subnet, so it never touches a lab a person has up.
 TEST_LAB_NAME = "ctest"
