@@ -10,52 +10,18 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import ssl
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from citadel_runtime.keydoc import digest
-from deploy.vault.tls import write_tls
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.gateway_harness import Gateway
 
 
 def start_gateway(tmp_path: Path, keys: dict[str, str], policies: dict, **config) -> tuple:
-    """The gateway as a host runs it, with a certificate made here: (process, port, admin port, TLS paths)."""
-    tls = write_tls(tmp_path / "tls")
-    (tmp_path / "tls.pem").write_bytes(tls.key_file.read_bytes() + tls.cert_file.read_bytes())
-    (tmp_path / "clients.json").write_text(json.dumps({"clients": {
-        name: {"current": {"version": 1, "sha256": digest(key)}} for name, key in keys.items()}}))
-    (tmp_path / "audit.json").write_text(json.dumps({"value": "a" * 64}))
-    (tmp_path / "keys.json").write_text(json.dumps({"current": {"version": 1, "value": "ik_x"}}))
-    port, admin = free_port(), free_port()
-    config = {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}", "tls": str(tmp_path / "tls.pem"),
-              "client_keys": str(tmp_path / "clients.json"), "audit_key": str(tmp_path / "audit.json"),
-              "audit_log": str(tmp_path / "audit.jsonl"), "journal": False,
-              "upstreams": {"tiny": f"https://127.0.0.1:{free_port()}"},  # nothing listens there
-              "upstream_key": {"kind": "keydoc", "path": str(tmp_path / "keys.json")}, "clients": policies, **config}
-    (tmp_path / "gateway.json").write_text(json.dumps(config))
-    process = subprocess.Popen([sys.executable, "-m", "citadel_runtime.gateway.server", "--config",
-                                str(tmp_path / "gateway.json")], cwd=REPO, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", admin), timeout=1).close()
-            return process, port, admin, tls
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
-            time.sleep(0.1)
+    """The gateway as a host runs it (tests/gateway_harness.py): (process, port, admin port, TLS paths)."""
+    gateway = Gateway(tmp_path, keys=keys, policies=policies, config=config).start()
+    return gateway.process, gateway.port, gateway.admin_port, gateway.tls
 
 
 @pytest.fixture
