@@ -3,11 +3,21 @@
 It terminates TLS with the host's certificate and accepts a request only with the
 gateway's internal API key (``Authorization: Bearer ...``), checked against the key
 document the Vault agent renders (hashes only: the host never holds the key itself).
-Accepted requests go to the model server: vLLM's Unix socket for the model the request
-names (``/run/citadel-vllm/MODEL/vllm.sock``; requests that name none, such as ``GET
-/v1/models``, go to the first model served), with vLLM's own API key, read from the
-agent's ``vllm.env``, in place of the gateway's. ``GET /citadel/whoami`` is answered here
-(which key version matched), for checks and tests.
+Accepted requests go to the model server: vLLM's Unix socket for the model the request's
+body names (``/run/citadel-vllm/MODEL/vllm.sock``), with vLLM's own API key, read from the
+agent's ``vllm.env``, in place of the gateway's. Only the gateway's routes pass
+(``gateway.routes``). ``GET /v1/models`` is answered here, from the models this host
+serves (the sockets present), never forwarded to one of them; ``GET /citadel/whoami`` is
+answered here too (which key version matched), for checks and tests.
+
+It is an asyncio server on the gateway's own HTTP/1.1 code (``gateway.http1``: one parser
+to review) with the gateway's bounds: connections are capped in total and per source
+(counted from accept, before the TLS handshake); the handshake and then each request's
+head must arrive within a total deadline; a body is read only once its key is checked,
+whole within a deadline and at most `MAX_BODY`; a refused request's body is drained
+within a bound and a deadline and the connection closed, so its bytes are never read as
+a request. Answers pass as they come (Content-Length passed through, streams re-chunked);
+a client that goes away mid-answer closes the model server's connection with it.
 
 On SIGHUP (the agent's template command, ``systemctl reload citadel-keyguard``) it reloads
 the certificate and the key document. A reload that fails keeps the previous ones and
@@ -15,7 +25,8 @@ says why in the journal, so a half-written file never takes the door down; conne
 already open finish with the context they started with.
 
 Threats: inference attacks and privacy breaches through direct access to the model server
-(only the gateway holds the key); insecure deployment (no plaintext on the wire).
+(only the gateway holds the key); insecure deployment (no plaintext on the wire); denial
+of service by connections or bodies held open.
 
 Example (as its systemd unit runs it; paths, never secrets, on the command line)::
 
@@ -29,23 +40,49 @@ Example (as its systemd unit runs it; paths, never secrets, on the command line)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import glob
-import http.client
-import http.server
 import json
+import os
+import resource
 import signal
-import socketserver
 import ssl
 import sys
-import threading
+import time
 
+from citadel_runtime.gateway.connections import ConnectionLimits, Deadlines
+from citadel_runtime.gateway.http1 import (
+    LAST_CHUNK,
+    MAX_HEAD,
+    Head,
+    HttpError,
+    chunk,
+    discard,
+    read_body,
+    read_head,
+    response_head,
+    within,
+)
+from citadel_runtime.gateway.routes import classify
+from citadel_runtime.gateway.upstream import Address, Pool, UpstreamError
 from citadel_runtime.keydoc import match
 from citadel_runtime.layout import KEYGUARD_PORT
-from citadel_runtime.uds import MODEL_NAME, UnixHTTPConnection, read_env_file
+from citadel_runtime.uds import MODEL_NAME, read_env_file
 
+DEADLINES = Deadlines()  # the gateway's: handshake, head, idle, body and drain, each a total
+WRITE_SECONDS = 60  # a client that stops reading an answer is cut off after this
+UPSTREAM_SECONDS = 600  # the model server's first byte, then each next one (long prompts, slow streams)
+MAX_BODY = 64 << 20  # inventory.schema's largest max_body_bytes: the gateway has applied the client's own
+LARGE_BODY = 1 << 20  # a body from this size on is parsed in a thread, off the event loop
+DRAIN_LIMIT = 64 << 10  # a refused body up to this is read and dropped (within DEADLINES.drain) before closing
+MAX_CONNECTIONS = 1024
+MAX_PER_SOURCE = 256  # the gateway's pooled and in-flight connections fit well within this
+RESERVED_DESCRIPTORS = 64  # listeners, files, the journal and a margin
+# Not passed on in either direction: this connection's own (and the keys, framing and Expect, set here).
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-              "transfer-encoding", "upgrade", "authorization", "host"}
+              "transfer-encoding", "upgrade", "authorization", "host", "content-length", "expect"}
+WHOAMI = "/citadel/whoami"
 
 
 def log(message: str) -> None:
@@ -59,7 +96,6 @@ class Secrets:
         self.tls_file = tls_file
         self.keys_file = keys_file
         self.upstream_key_file = upstream_key_file
-        self.lock = threading.Lock()
         self.context, self.keys = self._load()
         self.upstream_key = self._upstream_key()
 
@@ -89,137 +125,211 @@ class Secrets:
         except (OSError, ValueError, ssl.SSLError) as exc:
             log(f"reload failed, keeping the previous certificate and keys: {type(exc).__name__}: {exc}")
             return
-        upstream_key = self._upstream_key()
-        with self.lock:
-            self.context, self.keys, self.upstream_key = context, keys, upstream_key
+        self.context, self.keys, self.upstream_key = context, keys, self._upstream_key()
         versions = [s.get("version") for s in (keys.get("current"), keys.get("previous")) if s]
         log(f"reloaded the certificate and keys (key versions {versions})")
 
-
-class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address, secrets: Secrets, upstream: str):
-        self.secrets = secrets
-        self.upstream = upstream
-        super().__init__(address, Handler)
-
-    def finish_request(self, request, client_address):
-        # The handshake runs in the connection's own thread, with the context in force now.
-        request.settimeout(30)
-        try:
-            tls = self.secrets.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            log(f"{client_address[0]}: TLS handshake failed: {exc}")
-            return
-        self.RequestHandlerClass(tls, client_address, self)
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "citadel-keyguard"
-    sys_version = ""
-
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
-        pass  # one line per request is written by _done, without the headers
-
-    def _done(self, status: int, slot: dict | None) -> None:
-        version = slot.get("version") if slot else None
-        log(f"{self.client_address[0]} {self.command} {self.path.split('?')[0]} {status} key_version={version}")
-
-    def _reply(self, status: int, body: dict, extra: dict | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _authorised(self) -> dict | None:
-        header = self.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+    def key_slot(self, head: Head) -> dict | None:
+        """The key document's slot the request's bearer key matches, or None."""
+        header = head.headers.get("authorization", "")
+        if header[:7].lower() != "bearer ":
             return None
-        with self.server.secrets.lock:
-            keys = self.server.secrets.keys
-        return match(keys, header[len("Bearer "):].strip(), dt.datetime.now(dt.UTC))
+        return match(self.keys, header[7:].strip(), dt.datetime.now(dt.UTC))
 
-    def _handle(self) -> None:
-        slot = self._authorised()
-        if slot is None:
-            length = int(self.headers.get("Content-Length") or 0)
-            self.rfile.read(min(length, 1 << 20))
-            self._reply(401, {"error": "a valid internal API key is required"}, {"WWW-Authenticate": "Bearer"})
-            return self._done(401, None)
-        if self.path == "/citadel/whoami":
-            self._reply(200, {"key_version": slot.get("version")})
-            return self._done(200, slot)
-        status = self._forward()
-        self._done(status, slot)
 
-    def _forward(self) -> int:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-        with self.server.secrets.lock:
-            key = self.server.secrets.upstream_key
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        upstream = connect_upstream(self.server.upstream, body)
-        if upstream is None:
-            self._reply(503, {"error": "no model is being served on this host"})
-            return 503
+def connection_limits(total: int = MAX_CONNECTIONS, per_source: int = MAX_PER_SOURCE) -> ConnectionLimits:
+    """The caps, within what the descriptor limit allows (raised to its hard limit first): each
+    forwarded connection holds two descriptors, and no one source may take all of them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
         try:
-            upstream.request(self.command, self.path, body=body, headers=headers)
-            response = upstream.getresponse()
-        except OSError:
-            self._reply(502, {"error": "the model server is not answering"})
-            return 502
-        try:
-            self.send_response(response.status)
-            for name, value in response.getheaders():
-                if name.lower() not in HOP_BY_HOP:
-                    self.send_header(name, value)
-            length = response.getheader("Content-Length")
-            if length is None:
-                self.send_header("Transfer-Encoding", "chunked")  # streams (server-sent events) pass as they come
-            self.end_headers()
-            while chunk := response.read1(65536):
-                self.wfile.write(chunk if length is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                self.wfile.flush()
-            if length is None:
-                self.wfile.write(b"0\r\n\r\n")
-        finally:
-            upstream.close()
-        return response.status
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY:
+        total = max(2, min(total, (soft - RESERVED_DESCRIPTORS) // 2))
+    return ConnectionLimits(total, max(1, min(per_source, total // 2)))
 
-    do_GET = do_POST = do_PUT = do_DELETE = _handle  # noqa: N815 - http.server's names
+
+class Upstream:
+    """The model server: one vLLM per model behind `unix:...{model}...`, or one HOST:PORT on loopback."""
+
+    def __init__(self, spec: str):
+        self.template = spec[len("unix:"):] if spec.startswith("unix:") else None
+        self.address = None if self.template else Address.parse(f"http://{spec}")
+        self.pools: dict[str, Pool] = {}
+
+    def served(self) -> list[str]:
+        """The models whose sockets are present (vLLM creates its socket once it serves)."""
+        if self.template is None:
+            return []
+        prefix, _, suffix = self.template.partition("{model}")
+        names = (path[len(prefix):len(path) - len(suffix)] for path in glob.glob(self.template.format(model="*")))
+        return sorted(name for name in names if MODEL_NAME.fullmatch(name))
+
+    def pool(self, model: str) -> Pool | None:
+        """The connections to `model`'s server, or None when this host does not serve it."""
+        if self.template is None:
+            address = self.address
+        else:
+            path = self.template.format(model=model)
+            if not os.path.exists(path):
+                return None
+            address = Address("unix", path=path)
+        key = address.path or f"{address.host}:{address.port}"
+        if key not in self.pools:
+            self.pools[key] = Pool(address)
+        return self.pools[key]
 
 
 def requested_model(body: bytes | None) -> str | None:
     """The "model" of a JSON request body, when it is a plausible model name."""
-    if not body or len(body) > 8 << 20:
+    if not body or len(body) > MAX_BODY:
         return None
     try:
         model = json.loads(body).get("model")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return model if isinstance(model, str) and MODEL_NAME.fullmatch(model) else None
 
 
-def connect_upstream(upstream: str, body: bytes | None, timeout: float = 600) -> http.client.HTTPConnection | None:
-    """A connection to the model server: `upstream` is HOST:PORT or unix:PATH with {model} in it."""
-    if not upstream.startswith("unix:"):
-        host, _, port = upstream.rpartition(":")
-        return http.client.HTTPConnection(host, int(port), timeout=timeout)
-    template = upstream[len("unix:"):]
-    model = requested_model(body)
-    if model is not None:
-        return UnixHTTPConnection(template.format(model=model), timeout=timeout)
-    served = sorted(glob.glob(template.format(model="*")))
-    return UnixHTTPConnection(served[0], timeout=timeout) if served else None
+def models_list(models: list[str]) -> dict:
+    """GET /v1/models as OpenAI's API answers it, for the models this host serves."""
+    return {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "citadel"} for m in models]}
+
+
+class Keyguard:
+    def __init__(self, secrets: Secrets, upstream: Upstream, limits: ConnectionLimits):
+        self.secrets, self.upstream, self.limits = secrets, upstream, limits
+        self.refused: dict[str, int] = {}  # connections over a cap, by which, since the journal was last told
+        self.refusals_logged = 0.0
+
+    async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        source = peer[0] if peer else "-"
+        over = self.limits.open(source)
+        if over is not None:
+            writer.transport.abort()  # over a cap: its descriptor is freed at once
+            self.note_refusal(over)
+            return
+        try:
+            try:
+                # TLS after accept, so the caps above count handshakes too; the context in force now.
+                await writer.start_tls(self.secrets.context, ssl_handshake_timeout=DEADLINES.handshake)
+            except (OSError, ssl.SSLError, TimeoutError) as exc:
+                log(f"{source}: TLS handshake failed: {type(exc).__name__}: {exc}"[:300])
+                return
+            idle = DEADLINES.head  # the first request comes at once, as the handshake did
+            while await self.request(reader, writer, source, idle):
+                idle = DEADLINES.idle
+        except (OSError, ssl.SSLError, TimeoutError):
+            pass  # the client went away or stopped reading
+        finally:
+            self.limits.close(source)
+            writer.close()
+
+    def note_refusal(self, over: str) -> None:
+        self.refused[over] = self.refused.get(over, 0) + 1
+        now = time.monotonic()
+        if now - self.refusals_logged >= 10:  # a flood of refused connections: one journal line per 10 s
+            log(f"refused connections over the caps of {self.limits.total} in total and {self.limits.per_source} "
+                f"per source: {self.refused}")
+            self.refused, self.refusals_logged = {}, now
+
+    async def request(self, reader, writer, source: str, idle: float) -> bool:
+        """Read and answer one request; whether the connection may carry another."""
+        try:
+            head = await read_head(reader, idle, DEADLINES.head)
+        except HttpError as exc:
+            await self.reply(writer, exc.status, exc.reason, close=True)
+            log(f"{source} - - {exc.status} ({exc.reason})")
+            return False
+        if head is None:
+            return False
+        slot = self.secrets.key_slot(head)
+        try:
+            status = await self.exchange(head, slot, reader, writer)
+        except (OSError, TimeoutError):
+            status = -499  # the client went away, or stopped reading, before its answer was complete
+        except Exception as exc:  # noqa: BLE001 - the last resort: a 500 and a journal line, never a silent close
+            log(f"internal error: {type(exc).__name__}: {exc}"[:300])
+            status = await self.reply(writer, 500, "internal error", close=True)
+        path = head.target.partition("?")[0][:200]
+        log(f"{source} {head.method} {path} {abs(status)} key_version={slot.get('version') if slot else None}")
+        return status > 0 and not head.close
+
+    async def exchange(self, head: Head, slot: dict | None, reader, writer) -> int:
+        """The answer's status; negative when the connection must close after it."""
+        if slot is None:
+            await self.reply(writer, 401, "a valid internal API key is required", close=True,
+                             extra=[("WWW-Authenticate", "Bearer")])
+            await discard(reader, head.content_length, DRAIN_LIMIT, DEADLINES.drain)  # never read as a request
+            return -401
+        if head.content_length > MAX_BODY:
+            await self.reply(writer, 413, f"body larger than {MAX_BODY} bytes", close=True)
+            return -413
+        try:
+            body = await read_body(reader, head.content_length, DEADLINES.body)
+        except HttpError as exc:
+            await self.reply(writer, exc.status, exc.reason, close=True)
+            return -exc.status
+        close = head.close
+        if head.target == WHOAMI and head.method == "GET":
+            return await self.reply(writer, 200, {"key_version": slot.get("version")}, close=close)
+        decision = classify(head.method, head.target)
+        if decision.status != 200:
+            return await self.reply(writer, decision.status, decision.reason, close=close)
+        if decision.route == "/v1/models":
+            return await self.reply(writer, 200, models_list(self.upstream.served()), close=close)
+        # A large body is parsed off the event loop, so the other connections are not held up.
+        model = requested_model(body) if len(body) < LARGE_BODY else await asyncio.to_thread(requested_model, body)
+        if model is None:
+            return await self.reply(writer, 400, "the body must be a JSON object naming a model", close=close)
+        pool = self.upstream.pool(model)
+        if pool is None:
+            return await self.reply(writer, 404, f"model {model} is not served on this host", close=close)
+        return await self.forward(head, body, pool, writer)
+
+    async def forward(self, head: Head, body: bytes, pool: Pool, writer) -> int:
+        headers = [(name, value) for name, value in head.headers.items() if name not in HOP_BY_HOP]
+        if self.secrets.upstream_key:
+            headers.append(("Authorization", f"Bearer {self.secrets.upstream_key}"))
+        try:
+            response = await pool.request(head.method, head.target, headers, body, UPSTREAM_SECONDS)
+        except UpstreamError as exc:
+            status = {"connect": 503, "timeout": 504}.get(exc.kind, 502)
+            return await self.reply(writer, status, f"the model server is not answering ({exc.kind})", close=True)
+        out = [(name, value) for name, value in response.headers.items() if name not in HOP_BY_HOP]
+        out.append(("Content-Length", str(response.length)) if response.length is not None
+                   else ("Transfer-Encoding", "chunked"))  # streams (server-sent events) pass as they come
+        if head.close:
+            out.append(("Connection", "close"))
+        writer.write(response_head(response.status, out))
+        try:
+            async for piece in response.chunks(UPSTREAM_SECONDS):
+                writer.write(piece if response.length is not None else chunk(piece))
+                await within(writer.drain(), WRITE_SECONDS)
+            if response.length is None:
+                writer.write(LAST_CHUNK)
+                await within(writer.drain(), WRITE_SECONDS)
+        except UpstreamError as exc:
+            log(f"the model server broke off its answer: {exc}")
+            return -response.status  # the client sees the answer end short, then the connection close
+        finally:
+            if not response.done:
+                response.close()  # the client went away: vLLM sees its connection close and stops generating
+        return response.status
+
+    async def reply(self, writer, status: int, payload: str | dict, *, close: bool, extra=()) -> int:
+        """Answer with JSON (a string is an error message); the status, negative when closing."""
+        data = json.dumps({"error": payload} if isinstance(payload, str) else payload).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *extra]
+        if close:
+            headers.append(("Connection", "close"))
+        writer.write(response_head(status, headers) + data)
+        await within(writer.drain(), WRITE_SECONDS)
+        return -status if close else status
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -233,19 +343,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+async def serve(args: argparse.Namespace, secrets: Secrets) -> None:
+    host, _, port = args.listen.rpartition(":")
+    keyguard = Keyguard(secrets, Upstream(args.upstream), connection_limits())
+    server = await asyncio.start_server(keyguard.connection, host.strip("[]"), int(port), limit=MAX_HEAD,
+                                        backlog=1024)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, secrets.reload)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    log(f"listening on {host}:{port}, forwarding to {args.upstream} (at most {keyguard.limits.total} connections, "
+        f"{keyguard.limits.per_source} per source)")
+    await stop.wait()
+    server.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    host, _, port = args.listen.rpartition(":")
     try:
         secrets = Secrets(args.tls, args.keys, args.upstream_key)
+        asyncio.run(serve(args, secrets))
     except (OSError, ValueError, ssl.SSLError) as exc:
         log(f"cannot start: {type(exc).__name__}: {exc}")
         return 1
-    server = Server((host, int(port)), secrets, args.upstream)
-    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=secrets.reload, daemon=True).start())
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    log(f"listening on {host}:{port}, forwarding to {args.upstream}")
-    server.serve_forever()
     return 0
 
 

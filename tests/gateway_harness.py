@@ -22,6 +22,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import resource
 import socket
 import ssl
 import subprocess
@@ -87,6 +88,7 @@ class Behaviour:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # a head and a body in two writes: no 40 ms delayed-ACK stall
     server: _Server
 
     def log_message(self, *args) -> None:  # quiet: tests read `requests`, not stderr
@@ -154,6 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 512  # the gateway's pool opens many connections at once under load
 
     def __init__(self, address):
         super().__init__(address, _Handler)
@@ -192,6 +195,32 @@ class RecordingUpstream:
         self.server.server_close()
 
 
+_CHILD = ("import sys; from tests.gateway_harness import RecordingUpstream\n"
+          "with RecordingUpstream() as upstream:\n    print(upstream.port, flush=True)\n    sys.stdin.read()\n")
+
+
+class UpstreamProcess:
+    """The stand-in in a process of its own, for load (benchmarks, an attacker's bulk traffic):
+    its work then shares no interpreter lock with the test's own clients. What it receives
+    stays in that process; only its address is needed."""
+
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, "-c", _CHILD], cwd=REPO, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        self.port = int(self.process.stdout.readline())
+        self.address = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> UpstreamProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.stdin.close()  # its signal to stop
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
 # -- the gateway ----------------------------------------------------------------------------
 
 
@@ -202,16 +231,18 @@ class Gateway:
     workdir: Path
     keys: dict[str, str] = field(default_factory=lambda: {"ward": "ck_w"})
     policies: dict = field(default_factory=lambda: {"ward": {"models": ["tiny"], "max_tokens": 8}})
-    upstream: RecordingUpstream | None = None
+    upstream: RecordingUpstream | UpstreamProcess | None = None
     config: dict = field(default_factory=dict)
     process: subprocess.Popen | None = None
+    descriptor_limit: int | None = None  # RLIMIT_NOFILE for the gateway process (None: this process's)
 
     def __post_init__(self):
         self.port, self.admin_port = free_port(), free_port()
         self.tls = write_tls(self.workdir / "tls")
         self.audit_log = Path(self.config.get("audit_log") or self.workdir / "audit.jsonl")
 
-    def _write_config(self) -> Path:
+    def write_config(self) -> Path:
+        """The gateway's files and configuration in `workdir`; the path of its configuration."""
         w = self.workdir
         (w / "tls.pem").write_bytes(self.tls.key_file.read_bytes() + self.tls.cert_file.read_bytes())
         (w / "clients.json").write_text(json.dumps({"clients": {
@@ -229,11 +260,14 @@ class Gateway:
         return w / "gateway.json"
 
     def start(self) -> Gateway:
-        config = self._write_config()
+        config = self.write_config()
         root = runtime_root()
         env = {**os.environ, "PYTHONPATH": str(root)}
-        self.process = subprocess.Popen([sys.executable, "-m", "citadel_runtime.gateway.server", "--config",
-                                         str(config)], cwd=root, env=env, stderr=subprocess.PIPE, text=True)
+        # Its log goes to a file: a pipe nobody reads would stall the gateway once full.
+        with open(self.workdir / "gateway.log", "a") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "citadel_runtime.gateway.server", "--config",
+                                             str(config)], cwd=root, env=env, stderr=log,
+                                            preexec_fn=self._limit_descriptors if self.descriptor_limit else None)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -241,8 +275,16 @@ class Gateway:
                 return self
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the gateway did not start: {self.process.stderr.read()}") from None
+                    raise RuntimeError(f"the gateway did not start: {self.log()}") from None
                 time.sleep(0.1)
+
+    def _limit_descriptors(self) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.descriptor_limit, self.descriptor_limit))
+
+    def log(self) -> str:
+        """What the gateway wrote to stderr (its journal, on a host)."""
+        path = self.workdir / "gateway.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -285,10 +327,19 @@ class Gateway:
         finally:
             connection.close()
 
-    def tls_socket(self, timeout: float = 10) -> ssl.SSLSocket:
-        """A raw TLS connection, for bytes no HTTP client library would send."""
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
-        return self.context().wrap_socket(sock, server_hostname="localhost")
+    def tls_socket(self, timeout: float = 10, source: str | None = None) -> ssl.SSLSocket:
+        """A raw TLS connection, for bytes no HTTP client library would send.
+
+        `source`: the local address to connect from (any of 127.0.0.0/8 reaches the gateway
+        on loopback), so that one test can be two sources: an attacker and a real client.
+        """
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout,
+                                        source_address=(source, 0) if source else None)
+        try:
+            return self.context().wrap_socket(sock, server_hostname="localhost")
+        except BaseException:
+            sock.close()
+            raise
 
     def send_raw(self, data: bytes, timeout: float = 10) -> bytes:
         """Send bytes on a new TLS connection, half-close, and read everything until it closes."""
@@ -331,6 +382,22 @@ class Gateway:
             if len(records) >= count or time.monotonic() > deadline:
                 return records
             time.sleep(0.05)
+
+    def limit_file_size(self, size: int | None) -> None:
+        """Let the gateway write files up to `size` bytes (None: no limit): a disk that fills, then frees.
+
+        A write past the limit fails with EFBIG, as on a full disk with ENOSPC (Python ignores
+        the SIGXFSZ that comes with it). Only the gateway's own process is limited.
+        """
+        limit = resource.RLIM_INFINITY if size is None else size
+        resource.prlimit(self.process.pid, resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    def metric(self, line_start: str) -> float:
+        """The value of the first metric line that starts with `line_start` (0 when there is none)."""
+        for line in self.admin("/metrics")[1].splitlines():
+            if line.startswith(line_start):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
     def open_descriptors(self) -> int:
         return len(os.listdir(f"/proc/{self.process.pid}/fd"))

@@ -62,7 +62,9 @@ class Policy:
     models: list[str] = field(default_factory=list)  # empty: none
     requests_per_minute: int = 60
     concurrent_requests: int = 4
-    max_tokens: int = 512
+    max_tokens: int = 512  # the most tokens one request may generate, all its outputs together (bodycheck)
+    max_choices: int = 1  # n and best_of at most this
+    clamp_outputs: bool = False  # over a cap: lowered to it (and recorded) rather than refused (400)
     max_body_bytes: int = 1 << 20
     phi: str = "detect"  # off | detect | redact | block
     record_content: bool = False  # bodies in the record, sealed with the content key
@@ -99,7 +101,11 @@ class Limits:
 
 
 def requested_tokens(body: dict) -> int | None:
-    """The most tokens a request asks for (max_tokens or max_completion_tokens), if it says."""
+    """The most tokens a request asks for (max_tokens or max_completion_tokens), if it says.
+
+    Integers only: the server's check before ``bodycheck.cap_outputs``, which replaces it
+    (that one also refuses strings, floats and booleans, and counts choices and prompts).
+    """
     values = [body.get(k) for k in ("max_tokens", "max_completion_tokens")]
     numbers = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
     return max(numbers) if numbers else None

@@ -26,6 +26,9 @@ class Metrics:
         self.refusals: Counter = Counter()  # reason
         self.phi: Counter = Counter()  # (kind, action)
         self.upstream_errors: Counter = Counter()  # kind
+        self.connections_refused: Counter = Counter()  # the limit hit: "total" or "per source"
+        self.streams: Counter = Counter()  # outcome: completed, cut by client, cut by upstream
+        self.audit_suppressed = 0  # refusals over their source's audit budget (counted in summaries)
         self.buckets = [0] * len(BUCKETS)
         self.latency_sum = 0.0
         self.latency_count = 0
@@ -38,7 +41,8 @@ class Metrics:
             if seconds <= bound:
                 self.buckets[i] += 1
 
-    def render(self, *, audit_healthy: bool, audit_written: int, audit_failures: int = 0) -> str:
+    def render(self, *, audit_healthy: bool, audit_written: int, audit_failures: int = 0, connections_open: int = 0,
+               offloaded: int = 0) -> str:
         out = ["# HELP citadel_gateway_requests_total Requests answered, by client, route and status.",
                "# TYPE citadel_gateway_requests_total counter"]
         out += [f"citadel_gateway_requests_total{_labels(client=c, route=r, status=s)} {n}"
@@ -68,4 +72,22 @@ class Metrics:
                 "# HELP citadel_gateway_audit_write_failures_total Audit records that could not be written.",
                 "# TYPE citadel_gateway_audit_write_failures_total counter",
                 f"citadel_gateway_audit_write_failures_total {audit_failures}"]
+        out += _family("connections_refused_total", "counter", "Connections closed at accept, by the limit they hit.",
+                       "limit", self.connections_refused)
+        out += _family("streams_total", "counter", "Streamed answers, by how they ended.", "outcome", self.streams)
+        out += _single("connections_open", "gauge", "Client connections open now.", connections_open)
+        out += _single("audit_suppressed_total", "counter",
+                       "Refusals over their source's audit budget, counted in summary records.", self.audit_suppressed)
+        out += _single("offloaded_total", "counter", "Request bodies screened in a worker process.", offloaded)
         return "\n".join(out) + "\n"
+
+
+def _family(name: str, kind: str, help_text: str, label: str, counts: Counter) -> list[str]:
+    full = f"citadel_gateway_{name}"
+    return [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}",
+            *(f"{full}{_labels(**{label: key})} {n}" for key, n in sorted(counts.items()))]
+
+
+def _single(name: str, kind: str, help_text: str, value: float) -> list[str]:
+    full = f"citadel_gateway_{name}"
+    return [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}", f"{full} {value}"]

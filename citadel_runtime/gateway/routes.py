@@ -31,8 +31,9 @@ ALLOWED = {
     "/v1/models": "GET",
 }
 # Printable ASCII path characters that need no decoding: letters, digits, / - _ .
-CANONICAL = re.compile(r"^/[A-Za-z0-9/_.-]*$")
-QUERY = re.compile(r"^[A-Za-z0-9=&_.-]*$")
+# Always matched whole (fullmatch): `$` would also match before a trailing newline.
+CANONICAL = re.compile(r"/[A-Za-z0-9/_.-]*")
+QUERY = re.compile(r"[A-Za-z0-9=&_.-]*")
 
 
 class Decision(NamedTuple):
@@ -43,7 +44,7 @@ class Decision(NamedTuple):
 
 def trick(path: str) -> str | None:
     """Why `path` is not in canonical form (a path trick), or None."""
-    if not CANONICAL.match(path):
+    if not CANONICAL.fullmatch(path):
         return "encoded or unexpected characters"
     if "//" in path:
         return "double slash"
@@ -63,11 +64,11 @@ def classify(method: str, target: str) -> Decision:
     why = trick(path)
     if why is not None:
         return Decision(403, None, f"path trick: {why}")
-    if query and not QUERY.match(query):
+    if query and not QUERY.fullmatch(query):
         return Decision(403, None, "path trick: encoded query")
     expected = ALLOWED.get(path)
     if expected is None:
         return Decision(404, None, "route not allowed")
     if method != expected:
-        return Decision(405, path, f"method {method} not allowed on {path}")
+        return Decision(405, path, f"method {method[:16]} not allowed on {path}")
     return Decision(200, path, "allowed")

@@ -3,7 +3,9 @@
 Addresses: ``https://HOST:8443`` (a GPU host's keyguard, verified against Citadel's PKI CA),
 ``http://127.0.0.1:PORT`` or ``unix:/run/citadel-vllm/MODEL/vllm.sock`` (vLLM on this host).
 Idle connections are pooled; a pooled connection the server closed meanwhile is retried
-once on a fresh one, which is safe because nothing of the response was read yet.
+once on a fresh one, which is safe because nothing of the response was read yet. A request
+or an answer abandoned midway (its task cancelled: the client went away) closes its
+connection, which is how the model server learns to stop generating.
 
 Example::
 
@@ -90,6 +92,9 @@ class Response:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, OSError) as exc:
             self.close()
             raise UpstreamError("protocol", f"the model server broke off its answer ({type(exc).__name__})") from None
+        except asyncio.CancelledError:
+            self.close()  # the client went away mid-answer: closing the connection stops the generation
+            raise
         self.done = True
         keep = self.length is not None or self.chunked
         if keep and "close" not in self.headers.get("connection", "").lower():
@@ -162,6 +167,9 @@ class Pool:
                 if reused:
                     continue  # the server had closed this idle connection: once more, fresh
                 raise UpstreamError("protocol", f"the model server closed the connection ({type(exc).__name__})") from None
+            except asyncio.CancelledError:
+                writer.close()  # the client went away: the model server must stop working for it
+                raise
             lines = raw.decode("latin-1").split("\r\n")
             try:
                 status = int(lines[0].split(" ")[1])

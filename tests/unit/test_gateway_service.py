@@ -1,81 +1,62 @@
 """The gateway service itself, on this machine's loopback: what it does before any model is involved.
 
-It runs as on a host (``python3 -m citadel_runtime.gateway.server --config FILE``), with a
-certificate made here and no model server at all: refusals, the admin listener, and the
-audit log failing closed when its file cannot be written (``/dev/full``: every write is
-ENOSPC, as on a full disk).
+It runs as on a host (``python3 -m citadel_runtime.gateway.server --config FILE``), through
+the tests' one harness (tests/gateway_harness.py), with a certificate made here and no model
+server at all: refusals, the admin listener, ``GET /v1/models`` answered from the client's
+policy, and the audit log failing closed when its file cannot be written (``/dev/full``:
+every write is ENOSPC, as on a full disk).
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import socket
 import ssl
 from pathlib import Path
 
 import pytest
 
-from tests.gateway_harness import Gateway
-
-
-def start_gateway(tmp_path: Path, keys: dict[str, str], policies: dict, **config) -> tuple:
-    """The gateway as a host runs it (tests/gateway_harness.py): (process, port, admin port, TLS paths)."""
-    gateway = Gateway(tmp_path, keys=keys, policies=policies, config=config).start()
-    return gateway.process, gateway.port, gateway.admin_port, gateway.tls
+from citadel_runtime.gateway import server
+from tests.gateway_harness import CHAT, Gateway
 
 
 @pytest.fixture
 def gateway(tmp_path, request):
-    extra = {"audit_log": request.param} if hasattr(request, "param") else {}
-    process, port, admin, tls = start_gateway(tmp_path, {"ward": "ck_w"}, {"ward": {"models": ["tiny"], "max_tokens": 8}},
-                                              **extra)
-    context = ssl.create_default_context(cafile=str(tls.ca_file))
-
-    def call(method, path, key=None, body=None):
-        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-        response = connection.getresponse()
-        return response.status, json.loads(response.read() or b"{}")
-
-    def admin_get(path):
-        connection = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-
-    yield call, admin_get, tmp_path
-    process.terminate()
-    process.wait(timeout=10)
-
-
-CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+    config = {"audit_log": request.param} if hasattr(request, "param") else {}
+    with Gateway(tmp_path, config=config) as started:  # no model server: nothing listens at its address
+        yield started
 
 
 def test_refusals_are_json_with_a_request_id_and_each_is_recorded(gateway):
-    call, admin_get, tmp_path = gateway
-    assert call("POST", "/invocations", "ck_w", CHAT)[0] == 404
-    assert call("POST", "/v1/chat/completions", None, CHAT)[0] == 401
-    status, body = call("POST", "/v1/chat/completions", "ck_w", {**CHAT, "model": "other"})
-    assert status == 403 and body["error"]["request_id"]
+    assert gateway.request("POST", "/invocations", key="ck_w", body=CHAT)[0] == 404
+    assert gateway.request("POST", "/v1/chat/completions", body=CHAT)[0] == 401
+    status, body, headers = gateway.request("POST", "/v1/chat/completions", key="ck_w", body={**CHAT, "model": "other"})
+    assert status == 403 and body["error"]["request_id"] == headers["x-request-id"]
     # No model server answers: a clean 503, not a hang or a reset.
-    status, body = call("POST", "/v1/chat/completions", "ck_w", CHAT)
+    status, body, _ = gateway.request("POST", "/v1/chat/completions", key="ck_w", body=CHAT)
     assert status == 503 and "model server" in body["error"]["message"]
-    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
-    assert [r["status"] for r in records] == [404, 401, 403, 503]
-    status, metrics = admin_get("/metrics")
+    assert [r["status"] for r in gateway.records()] == [404, 401, 403, 503]
+    status, metrics = gateway.admin("/metrics")
     assert status == 200 and 'citadel_gateway_refusals_total{reason="unauthenticated"} 1' in metrics
     assert 'citadel_gateway_upstream_errors_total{kind="connect"} 1' in metrics
 
 
+def test_models_are_listed_from_the_clients_policy_without_a_model_server(gateway):
+    status, body, _ = gateway.request("GET", "/v1/models", key="ck_w")
+    assert status == 200 and body == {"object": "list", "data": [{"id": "tiny", "object": "model", "owned_by": "citadel"}]}
+    assert [(r["route"], r["status"], r["client"]) for r in gateway.records()] == [("/v1/models", 200, "ward")]
+
+
 @pytest.mark.parametrize("gateway", ["/dev/full"], indirect=True)
-def test_when_the_record_cannot_be_written_the_gateway_refuses_to_serve(gateway):
-    call, admin_get, _ = gateway
-    assert call("POST", "/v1/chat/completions", None, CHAT)[0] == 401  # answered; its record failed
-    status, body = call("POST", "/v1/chat/completions", "ck_w", CHAT)
-    assert status == 503 and "audit log unavailable" in body["error"]["message"]
-    assert admin_get("/health")[0] == 503
-    assert "citadel_gateway_audit_log_healthy 0" in admin_get("/metrics")[1]
+def test_when_the_record_cannot_be_written_the_gateway_answers_nothing(gateway):
+    # Not even a refusal leaves unrecorded: every answer is a 503 until a record can be written.
+    for key in (None, "ck_w"):
+        status, body, _ = gateway.request("POST", "/v1/chat/completions", key=key, body=CHAT)
+        assert status == 503 and "audit log unavailable" in body["error"]["message"]
+    assert gateway.admin("/health")[0] == 503
+    assert "citadel_gateway_audit_log_healthy 0" in gateway.admin("/metrics")[1]
 
 
 def client_certificate(tmp_path: Path, common_name: str) -> tuple[Path, Path]:
@@ -109,15 +90,15 @@ def test_a_client_that_requires_mutual_tls_is_refused_without_its_certificate(tm
     ca, bundle = client_certificate(tmp_path, "radiology-app")
     (tmp_path / "other").mkdir()
     _, other = client_certificate(tmp_path / "other", "radiology-app")
-    process, port, _, tls = start_gateway(
-        tmp_path, {"radiology": "ck_r", "ward": "ck_w"},
-        {"radiology": {"models": [], "client_certificate": "radiology-app"}, "ward": {"models": []}}, client_ca=str(ca))
-    try:
+    gateway = Gateway(tmp_path, keys={"radiology": "ck_r", "ward": "ck_w"},
+                      policies={"radiology": {"models": [], "client_certificate": "radiology-app"},
+                                "ward": {"models": []}}, config={"client_ca": str(ca)})
+    with gateway:
         def status(key, cert=None):
-            context = ssl.create_default_context(cafile=str(tls.ca_file))
+            context = gateway.context()
             if cert:
                 context.load_cert_chain(str(cert))
-            connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+            connection = http.client.HTTPSConnection("127.0.0.1", gateway.port, context=context, timeout=10)
             try:
                 connection.request("GET", "/v1/models", headers={"Authorization": f"Bearer {key}"})
                 return connection.getresponse().status
@@ -127,11 +108,39 @@ def test_a_client_that_requires_mutual_tls_is_refused_without_its_certificate(tm
                 connection.close()
 
         assert status("ck_r") == 403  # its key alone is not enough
-        assert status("ck_r", bundle) == 503  # key and certificate: through to (no) model server
+        assert status("ck_r", bundle) == 200  # key and certificate: its (empty) list of models
         assert status("ck_r", other) == "handshake refused"  # same name, signed by another CA
-        assert status("ck_w") == 503  # a client without the requirement needs no certificate
-        records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        assert status("ck_w") == 200  # a client without the requirement needs no certificate
+        records = gateway.records()
         assert [r.get("client_cert") for r in records if r["client"] == "radiology"][:2] == [None, "radiology-app"]
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+
+
+def test_an_unexpected_error_in_a_handler_is_a_recorded_500_never_a_silent_close(tmp_path):
+    """The last resort: whatever raises inside a request's handling, the client gets a 500 with its
+    request id, the record says so, and the gateway goes on serving."""
+    config = json.loads(Gateway(tmp_path).write_config().read_text())
+
+    async def run() -> bytes:
+        gateway = server.Gateway(config)
+
+        async def broken(*args):
+            raise KeyError("a bug")
+
+        gateway.exchange = broken
+        ours, theirs = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=ours)
+        client_reader, client_writer = await asyncio.open_connection(sock=theirs)
+        client_writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}")
+        await gateway.connection(reader, writer, "127.0.0.1")
+        writer.close()
+        answer = await client_reader.read()
+        client_writer.close()
+        await gateway.audit.aclose()
+        return answer
+
+    answer = asyncio.run(run())
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 500") and b"Connection: close" in head
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(r["status"], r["refusal"]) for r in records] == [(500, "internal error in the gateway")]
+    assert json.loads(body)["error"]["request_id"] == records[0]["request_id"]
