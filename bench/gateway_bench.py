@@ -20,7 +20,12 @@ vLLM and the proxy share this machine's cores: ratios, not absolute numbers, are
 vLLM's virtualenv is made once from the cached wheelhouse (`citadel vllm wheelhouse`;
 the lab's settings) under ~/.cache/citadel/bench/, keyed like it.
 
-Run:  .venv/bin/python bench/gateway_bench.py [--requests 400] [--rounds 2]
+``--previous CHECKOUT`` adds a fourth column, "previous": the same gateway configuration run
+from another checkout's citadel_runtime (say a worktree of the last release: ``git worktree
+add /tmp/prev v1``), measured in the same turns, so a change is compared with the code
+before it on the same machine in the same minute.
+
+Run:  .venv/bin/python bench/gateway_bench.py [--requests 400] [--rounds 2] [--previous CHECKOUT]
 """
 
 from __future__ import annotations
@@ -160,7 +165,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=400, help="requests per latency run (x2 at concurrency 32)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--previous", type=Path, help="another checkout whose gateway is measured as 'previous'")
     args = parser.parse_args()
+    if args.previous and not (args.previous / "citadel_runtime" / "gateway" / "server.py").is_file():
+        print(f"--previous {args.previous}: no citadel_runtime/gateway/server.py there", file=sys.stderr)
+        return 2
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if nginx is None:
         print("nginx is not installed: scripts/install.sh installs nginx-light", file=sys.stderr)
@@ -198,12 +207,18 @@ def main() -> int:
                       "upstream_key": {"kind": "env", "path": str(work / "vllm.env")},
                       "clients": {"bench": {"models": [MODEL], "requests_per_minute": 10_000_000,
                                             "concurrent_requests": 1000, "max_tokens": 16, "phi": "detect"}}}
-            (work / "gateway.json").write_text(json.dumps(config))
-            processes.append(subprocess.Popen(
-                ["/usr/bin/python3", "-m", "citadel_runtime.gateway.server", "--config", str(work / "gateway.json")],
-                cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]},
-                stdout=subprocess.DEVNULL, stderr=open(work / "gateway.log", "w")))
-            wait_http(admin_port, 30, processes[-1], "/health")
+            gateways = {"gateway": (REPO, gw_port, admin_port)}
+            if args.previous:
+                gateways["previous"] = (args.previous.resolve(), free_port(), free_port())
+            for name, (root, port, admin) in gateways.items():
+                (work / f"{name}.json").write_text(json.dumps(
+                    {**config, "listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
+                     "audit_log": str(work / f"{name}-audit.jsonl")}))
+                processes.append(subprocess.Popen(
+                    ["/usr/bin/python3", "-m", "citadel_runtime.gateway.server", "--config", str(work / f"{name}.json")],
+                    cwd=root, env={"PYTHONPATH": str(root), "PATH": os.environ["PATH"]},
+                    stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "w")))
+                wait_http(admin, 30, processes[-1], "/health")
             (work / "nginx.conf").write_text(NGINX.format(dir=work, vllm=vllm_port, port=nginx_port,
                                                           cert=tls.cert_file, key=tls.key_file))
             processes.append(subprocess.Popen([nginx, "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
@@ -212,6 +227,8 @@ def main() -> int:
             client_tls = ssl.create_default_context(cafile=str(tls.ca_file))
             targets = {"direct": (vllm_port, None, vllm_key), "gateway": (gw_port, client_tls, client_key),
                        "nginx": (nginx_port, client_tls, vllm_key)}
+            if args.previous:
+                targets["previous"] = (gateways["previous"][1], client_tls, client_key)
             best: dict[str, dict] = {}
             for round_number in range(args.rounds):
                 for name, (port, ctx, key) in targets.items():
@@ -221,7 +238,7 @@ def main() -> int:
                     prior = best.get(name)
                     best[name] = result if prior is None else {
                         k: (min if k.endswith("_ms") else max)(prior[k], result[k]) for k in result}
-            records = sum(1 for _ in open(work / "audit.jsonl"))
+            records = sum(1 for _ in open(work / "gateway-audit.jsonl"))
         finally:
             for process in reversed(processes):
                 process.send_signal(signal.SIGTERM)
@@ -235,7 +252,7 @@ def main() -> int:
     for name, r in best.items():
         print(f"{name:10} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['rps_c1']:9.1f} {r['rps_c32']:9.1f}")
     print()
-    for name in ("gateway", "nginx"):
+    for name in [n for n in best if n != "direct"]:
         r = best[name]
         print(f"{name}: added p50 {r['p50_ms'] - direct['p50_ms']:+.2f} ms, added p99 {r['p99_ms'] - direct['p99_ms']:+.2f} ms, "
               f"throughput {r['rps_c1'] / direct['rps_c1']:.2f}x direct at c=1, {r['rps_c32'] / direct['rps_c32']:.2f}x at c=32")
@@ -244,6 +261,10 @@ def main() -> int:
            and g["rps_c1"] >= 0.9 * direct["rps_c1"] and g["rps_c32"] >= 0.9 * direct["rps_c32"])
     print(f"goal (added p50 < 1 ms, p99 < 5 ms, >= 0.9x direct throughput): {'met' if met else 'NOT met'}; "
           f"{records} audit records written")
+    if "previous" in best:
+        p = best["previous"]
+        print(f"gateway against previous ({args.previous}): p50 {g['p50_ms'] - p['p50_ms']:+.2f} ms, "
+              f"throughput {g['rps_c1'] / p['rps_c1']:.2f}x at c=1, {g['rps_c32'] / p['rps_c32']:.2f}x at c=32")
     return 0
 
 

@@ -278,7 +278,12 @@ class ClientPolicy(Strict):
     models: list[Name] = Field(default_factory=list, description="models it may use (none by default)")
     requests_per_minute: int = Field(60, ge=1, le=1_000_000)
     concurrent_requests: int = Field(4, ge=1, le=10_000)
-    max_tokens: int = Field(512, ge=1, le=1_048_576, description="the most tokens one request may ask for")
+    max_tokens: int = Field(512, ge=1, le=1_048_576, description="the most tokens one request may generate, "
+                            "all its outputs together (n, best_of and prompt lists multiply it)")
+    max_choices: int = Field(1, ge=1, le=64, description="n and best_of at most this (each multiplies the output)")
+    clamp_outputs: bool = Field(
+        False, description="a request over max_tokens or max_choices is lowered to them, and the record says so "
+        "(opt-in; default: refused with 400)")
     max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     phi: Literal["off", "detect", "redact", "block"] = Field(
         "detect", description="the PHI guard: count identifiers in prompts, redact them, or refuse the request")
@@ -289,6 +294,31 @@ class ClientPolicy(Strict):
         None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*$",
         description="require mutual TLS: the subject CN of the certificate (signed by gateway.client_ca_file) this "
         "client must present besides its key")
+
+
+class GatewayLimits(Strict):
+    """How much any one connection or source may take of the gateway (issue 15). Safe defaults."""
+
+    max_connections: int = Field(1024, ge=16, le=60_000, description="connections held at once, all sources together "
+                                 "(well under the unit's LimitNOFILE=65536, so accept() never fails)")
+    max_connections_per_source: int = Field(
+        64, ge=1, le=60_000, description="connections held at once from one address (raise it for clients behind "
+        "one NAT or proxy address)")
+    handshake_seconds: float = Field(10, gt=0, le=300, description="a TLS handshake, in total")
+    head_seconds: float = Field(10, gt=0, le=300, description="a request head, in total from its first byte")
+    idle_seconds: float = Field(30, gt=0, le=3600, description="a keep-alive connection waiting for its next request")
+    body_seconds: float = Field(30, gt=0, le=3600, description="an admitted request's body, in total")
+    drain_seconds: float = Field(5, gt=0, le=60, description="a refused request's body, read and dropped")
+    audit_refusals_per_second: float = Field(
+        10, gt=0, le=10_000, description="records of refused requests without a valid key, per source address; "
+        "beyond it (and the burst) they are counted in a 'suppressed' record instead")
+    audit_refusals_burst: int = Field(100, ge=1, le=1_000_000)
+    audit_summary_seconds: float = Field(60, ge=1, le=3600, description="how often the 'suppressed' counts are written")
+    workers: int | None = Field(None, ge=1, le=256, description="processes that screen large bodies (default: one "
+                                "less than the CPUs, at least one)")
+    worker_queue: int = Field(16, ge=0, le=10_000, description="large bodies waiting for a worker, at most")
+    inline_body_bytes: int = Field(16384, ge=0, le=1 << 20, description="bodies smaller than this are screened on "
+                                   "the event loop (cheaper than a trip to a worker)")
 
 
 class Gateway(Strict):
@@ -304,6 +334,8 @@ class Gateway(Strict):
     client_ca_file: Path | None = Field(
         None, description="PEM of the CA that signs client applications' certificates (the hospital's own), for "
         "clients that set client_certificate")
+    limits: GatewayLimits = Field(default_factory=GatewayLimits,
+                                  description="connection caps, deadlines, audit volume and body screening")
 
 
 class Settings(Strict):

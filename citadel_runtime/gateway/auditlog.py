@@ -108,6 +108,11 @@ def bounded(record: dict) -> dict:
     record is still over RECORD_BYTES (many fields), its largest fields are replaced by a
     marker, largest first. ``content`` (sealed, bounded by its own limit) is kept whole.
     """
+    # The usual record has nothing to cut: checked cheaply, as the gateway writes one per request.
+    return dict(record) if _plain(record) else _walk(record)
+
+
+def _walk(record: dict) -> dict:
     out, uncut = {}, {}
     size = 32  # at least the canonical size of `out`, cheaply: the usual record is not serialised here
     for index, (name, value) in enumerate(record.items()):
@@ -122,6 +127,42 @@ def bounded(record: dict) -> dict:
     if size > RECORD_BYTES and len(canonical(out)) > RECORD_BYTES:
         _shrink(out)
     return {**out, **uncut}
+
+
+def _plain_scalar(value, limit: int) -> bool:
+    if isinstance(value, str):
+        return len(value) <= limit
+    if value is None or isinstance(value, bool | float):
+        return True
+    return isinstance(value, int) and -(1 << 63) <= value < (1 << 64)
+
+
+def _plain(record: dict) -> bool:
+    """Whether ``bounded`` would return the record unchanged, decided cheaply and conservatively:
+    few fields with short names, each a scalar within its bound or a short flat list or object
+    of them, and at most RECORD_BYTES in all (counted at the worst case, 12 bytes a character)."""
+    if len(record) > FIELDS:
+        return False
+    size = 32
+    for name, value in record.items():
+        if name in UNCUT:
+            continue
+        if not isinstance(name, str) or len(name) > KEY_CHARS:
+            return False
+        limit = FIELD_CHARS_BY_NAME.get(name, FIELD_CHARS)
+        if isinstance(value, dict | list):
+            keys = list(value) if isinstance(value, dict) else []
+            values = list(value.values()) if isinstance(value, dict) else value
+            if (len(value) > ITEMS or not all(isinstance(k, str) and len(k) <= KEY_CHARS for k in keys)
+                    or not all(_plain_scalar(v, FIELD_CHARS) for v in values)):
+                return False
+            size += sum(_size_bound(k) + 1 for k in keys) + sum(_size_bound(v) + 1 for v in values) + 2
+        elif not _plain_scalar(value, limit):
+            return False
+        else:
+            size += _size_bound(value)
+        size += 12 * len(name) + 3
+    return size <= RECORD_BYTES
 
 
 def _size_bound(value) -> int:

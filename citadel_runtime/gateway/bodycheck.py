@@ -38,7 +38,8 @@ import re
 from dataclasses import dataclass, field
 from itertools import accumulate
 
-MAX_DEPTH = 64
+# The same bound as the PHI guard's walk (phi.MAX_DEPTH): one depth limit for a client to meet.
+MAX_DEPTH = 32
 MAX_LOGPROBS = 20  # vLLM's own default bound (max_logprobs)
 LENGTH_FIELDS = ("max_tokens", "max_completion_tokens")  # vLLM's chat route prefers the second
 

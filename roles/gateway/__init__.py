@@ -44,8 +44,9 @@ from roles.vault_agent.templates import PKI_CA
 
 CLIENT_CA = f"{GATEWAY_CONFIG_DIR}/client-ca.pem"  # gateway.client_ca_file, for mutual TLS
 MODULES = ("__init__.py", "keydoc.py", "layout.py", "uds.py", *(f"gateway/{m}" for m in (
-    "__init__.py", "auditlog.py", "clients.py", "content.py", "http1.py", "inspect.py", "metrics.py", "phi.py",
-    "routes.py", "server.py", "upstream.py")))
+    "__init__.py", "auditlog.py", "bodycheck.py", "budget.py", "clients.py", "connections.py", "content.py",
+    "http1.py", "inspect.py", "metrics.py", "offload.py", "phi.py", "routes.py", "screen.py", "server.py",
+    "upstream.py")))
 # The code that makes each control true (its operation's name starts with the ids).
 CODE_FIXES = {
     "gateway/server.py": "gateway-tls-modern",
@@ -83,6 +84,7 @@ def gateway_config(site) -> dict:
         "upstream_ca": PKI_CA,
         "upstream_key": {"kind": "keydoc", "path": f"{GATEWAY_SECRETS}/internal-api-key.json"},
         "request_timeout": gateway.request_timeout_seconds,
+        **gateway.limits.model_dump(exclude_none=True),
         "clients": {name: policy.model_dump() for name, policy in sorted(gateway.clients.items())},
         **({"client_ca": CLIENT_CA} if gateway.client_ca_file else {}),
     }

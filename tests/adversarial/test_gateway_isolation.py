@@ -6,7 +6,7 @@ scan ran inline on the one event loop. Now the guard is linear, and a large body
 checked and scanned in a worker process (``offload``), so the event loop stays free.
 
 The must-show, at loopback scale: while one client sends worst-case 1 MiB prompts back to
-back, in each PHI mode (detect, redact, block), another client's p99 latency through the
+back, in each PHI mode (off, detect, redact, block), another client's p99 latency through the
 gateway (to the stand-in model server) stays under 50 ms. The attacker runs in its own
 process, and its model ("bulk") is served by a stand-in in a process of its own, so that
 neither shares an interpreter lock with the measuring client or its stand-in.
@@ -16,44 +16,13 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 import time
 
+from tests import phi_flood
 from tests.adversarial.harness import CHAT
 from tests.gateway_harness import REPO, UpstreamProcess
 
-MODES = ("detect", "redact", "block")
-# Shapes that make pattern matchers work hardest: the old e-mail pattern's quadratic case,
-# and runs of what each pattern starts on (digits, separators, '@', titles, labels), some
-# with zero-width and combining characters, which force Unicode normalisation.
-SHAPES = ("a.", "a@", "1-", "1 ", "12/", "Dr. Ab ", "patient: Ab ", "5\u200b", "a\u0301", "+1 ", "MRN ")
-BODY_LIMIT = 1 << 20  # the clients' max_body_bytes (the default): the largest body they may send
-
-ATTACKER = r"""
-import http.client, json, ssl, sys, time
-port, ca, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-modes, shapes, limit = json.loads(sys.argv[4]), json.loads(sys.argv[5]), int(sys.argv[6])
-bodies = []
-for shape in shapes:
-    body = {"model": "bulk", "messages": [{"role": "user", "content": ""}]}
-    room = limit - len(json.dumps(body).encode())
-    unit = len(json.dumps(shape).encode()) - 2  # the shape's size as JSON escapes it
-    body["messages"][0]["content"] = shape * (room // unit)
-    bodies.append(json.dumps(body).encode())
-context = ssl.create_default_context(cafile=ca)
-connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=300)
-end, sent, statuses = time.monotonic() + seconds, 0, {}
-while time.monotonic() < end:
-    mode = modes[sent % len(modes)]
-    connection.request("POST", "/v1/chat/completions", body=bodies[(sent // len(modes)) % len(bodies)],
-                       headers={"Authorization": "Bearer ck_" + mode, "Content-Type": "application/json"})
-    response = connection.getresponse()
-    response.read()
-    statuses[response.status] = statuses.get(response.status, 0) + 1
-    sent += 1
-print(json.dumps({"sent": sent, "statuses": statuses}), flush=True)
-"""
+MODES = ("off", "detect", "redact", "block")
 
 
 def test_worst_case_1_mib_prompts_do_not_delay_another_client(gateway_with, upstream):
@@ -78,9 +47,8 @@ def test_worst_case_1_mib_prompts_do_not_delay_another_client(gateway_with, upst
 
 def measure_while_attacked(gateway, seconds: float = 20) -> tuple[list[float], dict]:
     """The latencies of a client sending small requests while the attacker sends its bodies."""
-    attacker = subprocess.Popen(
-        [sys.executable, "-c", ATTACKER, str(gateway.port), str(gateway.tls.ca_file), str(seconds), json.dumps(MODES),
-         json.dumps(SHAPES), str(BODY_LIMIT)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    attacker = phi_flood.start("127.0.0.1", gateway.port, str(gateway.tls.ca_file), seconds,
+                               {mode: f"ck_{mode}" for mode in MODES}, "bulk", cwd=str(REPO))
     try:
         time.sleep(2)  # the attacker's first bodies are in the gateway
         latencies = []
@@ -97,6 +65,7 @@ def measure_while_attacked(gateway, seconds: float = 20) -> tuple[list[float], d
             assert response.status == 200
             time.sleep(0.02)
         connection.close()
-        return latencies, json.loads(attacker.communicate(timeout=seconds + 120)[0])
-    finally:
+    except BaseException:
         attacker.kill()
+        raise
+    return latencies, phi_flood.finish(attacker, timeout=seconds + 120)

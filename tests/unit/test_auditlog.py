@@ -372,3 +372,19 @@ def test_write_and_commit_bound_what_they_seal(tmp_path):
     asyncio.run(main())
     assert all(len(line) < 2048 for line in lines_of(path))
     assert verify_file(str(path), KEY).ok
+
+
+def test_the_fast_path_of_bounded_keeps_exactly_what_the_full_walk_keeps():
+    import random
+
+    from citadel_runtime.gateway import auditlog
+
+    rng = random.Random(15)
+    pieces = ["x", "é" * 300, "a" * 256, "a" * 257, 1 << 64, -(1 << 63), 3.5, None, True, {"ssn": 2},
+              {"k" * 65: 1}, list(range(33)), ["a"] * 3, {"a": {"b": 1}}, "\U0001f600" * 200]
+    for _ in range(3000):
+        record = {rng.choice(["status", "refusal", "user_agent", "route", "f" * rng.choice((3, 65)), "content"]):
+                  rng.choice(pieces) for _ in range(rng.randint(1, 6))}
+        walked = auditlog._walk(record)
+        if auditlog._plain(record):
+            assert auditlog.bounded(record) == record == walked, record

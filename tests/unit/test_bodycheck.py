@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from citadel_runtime.gateway import phi
 from citadel_runtime.gateway.bodycheck import (
     LENGTH_FIELDS,
     MAX_DEPTH,
@@ -36,10 +37,11 @@ def completion(**fields) -> dict:
 
 
 def test_json_is_parsed_up_to_the_depth_bound_and_refused_beyond_it():
+    assert MAX_DEPTH == phi.MAX_DEPTH  # one depth limit, whichever step meets it first
     assert parse_json(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None
-    with pytest.raises(ValueError, match="nested deeper than 64 levels"):
+    with pytest.raises(ValueError, match=f"nested deeper than {MAX_DEPTH} levels"):
         parse_json(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
-    nested = b'{"messages": ' + b'{"a": ' * 64 + b"1" + b"}" * 64 + b"}"
+    nested = b'{"messages": ' + b'{"a": ' * MAX_DEPTH + b"1" + b"}" * MAX_DEPTH + b"}"
     with pytest.raises(ValueError, match="nested deeper"):
         parse_json(nested)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +164,16 @@ def test_mutual_tls_needs_the_clients_ca_and_the_role_installs_it(tmp_path):
     config = gateway_config(site)
     assert config["client_ca"] == CLIENT_CA
     assert config["clients"]["radiology-reporting"]["client_certificate"] == "radiology-app"
+
+
+def test_every_gateway_limit_of_the_inventory_is_a_key_the_gateway_reads():
+    from citadel_runtime.gateway.connections import Deadlines
+    from inventory.schema import GatewayLimits
+
+    limits = GatewayLimits(handshake_seconds=1, head_seconds=2, idle_seconds=3, body_seconds=4, drain_seconds=5)
+    assert Deadlines.from_config(limits.model_dump()) == Deadlines(handshake=1, head=2, idle=3, body=4, drain=5)
+    server = (Path(__file__).parents[2] / "citadel_runtime" / "gateway" / "server.py").read_text()
+    unread = [name for name in GatewayLimits.model_fields
+              if not name.endswith("_seconds") or name == "audit_summary_seconds"
+              if f'config.get("{name}"' not in server]
+    assert not unread, f"inventory keys the gateway never reads: {unread}"

@@ -25,6 +25,7 @@ from tests.lab.sshutil import ssh
 from tests.lab.vaultutil import run_citadel, start_for_lab
 
 MODEL, REVISION = "tiny-clinical", "r1"
+FLOOD_MODES = ("off", "detect", "redact", "block")
 # The gateway's clients on that host: limits wide enough for the 10,000-request run.
 GATEWAY_CLIENTS = {
     "ward": {"models": [MODEL], "requests_per_minute": 1_000_000, "concurrent_requests": 64, "max_tokens": 16,
@@ -34,6 +35,9 @@ GATEWAY_CLIENTS = {
     "leaver": {"models": [MODEL], "max_tokens": 8},
     "scribe": {"models": [MODEL], "max_tokens": 8, "phi": "off", "record_content": True},
     "no-models": {},
+    # One client per PHI mode sending worst-case 1 MiB prompts (test_gateway_under_attack.py).
+    **{f"flood-{mode}": {"models": [MODEL], "requests_per_minute": 1_000_000, "concurrent_requests": 8,
+                         "max_tokens": 1, "phi": mode} for mode in FLOOD_MODES},
 }
 SOCKET = f"/run/citadel-vllm/{MODEL}/vllm.sock"
 UNIT = f"citadel-vllm@{MODEL}.service"
