@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (scripts/install.sh) and run every test tier: unit, lab, vm, vllm. As root.
+# Set up (scripts/install.sh) and run every test tier: unit, adversarial, lab, vm, vllm. As root.
 # Extra arguments go to pytest, e.g. ./test.sh -m unit
 set -uo pipefail
 cd "$(dirname "$0")"

@@ -288,7 +288,10 @@ class Keyguard:
             return await self.reply(writer, 400, "the body must be a JSON object naming a model", close=close)
         pool = self.upstream.pool(model)
         if pool is None:
-            return await self.reply(writer, 404, f"model {model} is not served on this host", close=close)
+            # Its socket is absent: vLLM is stopped or (re)starting. Temporary, as the gateway and its
+            # clients should read it (the baseline's 503), not a 404 that says the model does not exist.
+            return await self.reply(writer, 503, f"model {model} is not being served on this host now", close=close,
+                                    extra=[("Retry-After", "5")])
         return await self.forward(head, body, pool, writer)
 
     async def forward(self, head: Head, body: bytes, pool: Pool, writer) -> int:

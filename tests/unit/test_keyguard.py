@@ -90,7 +90,7 @@ def test_the_gateways_key_is_swapped_for_vllms_and_answers_pass_as_they_come(key
 
 
 @pytest.mark.parametrize("method,path,body,key,status", [
-    ("POST", "/v1/completions", {"model": "nope"}, "ik_1", 404),  # not served on this host
+    ("POST", "/v1/completions", {"model": "nope"}, "ik_1", 503),  # no socket: not served here, or restarting
     ("POST", "/v1/completions", {"prompt": "x"}, "ik_1", 400),  # names no model: never "the first one"
     ("POST", "/v1/completions", {"model": "../tiny"}, "ik_1", 400),
     ("POST", "/tokenize", {"model": "tiny"}, "ik_1", 404),  # vLLM's other routes stay closed
@@ -151,6 +151,9 @@ def test_a_socket_nobody_listens_on_is_a_503(keyguard):
     (keyguard.run_dir / "gone").mkdir()
     (keyguard.run_dir / "gone" / "vllm.sock").touch()
     assert keyguard.request("POST", "/v1/completions", key="ik_1", body={"model": "gone"})[0] == 503
+    # No socket at all (vLLM stopped or restarting): 503 too, and when to try again.
+    status, _, headers = keyguard.request("POST", "/v1/completions", key="ik_1", body={"model": "restarting"})
+    assert status == 503 and headers["retry-after"] == "5"
 
 
 def test_the_model_is_read_from_the_body_only_when_it_is_a_name():

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from citadel_runtime.isolation_probe import attempt, metrics
-from citadel_runtime.keyguard import Upstream, requested_model
+from citadel_runtime.keyguard import requested_model
 from citadel_runtime.uds import UnixHTTPConnection, read_env_file, socket_path
 from citadel_runtime.vllm_inspect import _address
 from deploy.vllm import VllmError
@@ -23,17 +23,6 @@ def test_the_keyguard_takes_the_model_from_the_body_and_refuses_names_that_are_n
         assert requested_model(body) is None
     with pytest.raises(ValueError):
         socket_path("../x")
-
-
-def test_the_keyguard_serves_only_the_models_whose_sockets_are_present(tmp_path):
-    upstream = Upstream(f"unix:{tmp_path}/{{model}}/vllm.sock")
-    assert upstream.served() == [] and upstream.pool("a-model") is None  # nothing served: the caller answers 503
-    for model in ("b-model", "a-model", "not a name"):
-        (tmp_path / model).mkdir()
-        (tmp_path / model / "vllm.sock").touch()
-    assert upstream.served() == ["a-model", "b-model"]
-    assert upstream.pool("b-model").address.path == f"{tmp_path}/b-model/vllm.sock"
-    assert Upstream("127.0.0.1:8000").pool("anything").address.port == 8000
 
 
 def test_http_over_a_unix_socket_reaches_a_real_server(tmp_path):

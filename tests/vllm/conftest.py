@@ -104,6 +104,14 @@ def env(tmp_path_factory):
         deploy.lab.down(name="cvllm")
 
 
+@pytest.fixture(scope="session")
+def gw(env):
+    """The gateway on the host, as its clients see it: address, the CA to verify it, the client keys."""
+    host = env["host"]
+    ca = on_host(env, "cat /etc/citadel/pki-ca.pem").stdout
+    return {"address": host.address, "ca": ca, "keys": {n: k.reveal() for n, k in env["client_keys"].items()}}
+
+
 def on_host(env, command: str, check: bool = True):
     return ssh(env["lab"], env["host"], command, check=check)
 

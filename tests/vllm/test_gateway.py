@@ -15,8 +15,6 @@ import shlex
 import threading
 import time
 
-import pytest
-
 from citadel_runtime.gateway.auditlog import verify_lines
 from deploy.secrets import audit_key, client_keys
 from hardening.controls import gateway as gateway_controls
@@ -32,13 +30,6 @@ BLOCKED = ["/invocations", "/tokenize", "/detokenize", "/metrics", "/docs", "/op
 TRICKS = ["/v1/%2e%2e/invocations", "/v1/..%2Finvocations", "//invocations", "/v1//chat/completions",
           "/V1/chat/completions", "/v1/Chat/Completions", "/v1/chat/completions/", "/v1/./chat/completions",
           "/v1/chat/../../invocations", "/v1/chat%2Fcompletions", "/%69nvocations", "/v1/models;/invocations"]
-
-
-@pytest.fixture(scope="module")
-def gw(env):
-    host = env["host"]
-    ca = on_host(env, "cat /etc/citadel/pki-ca.pem").stdout
-    return {"address": host.address, "ca": ca, "keys": {n: k.reveal() for n, k in env["client_keys"].items()}}
 
 
 def call(gw, method, path, key=None, body=None, raw_body=None):
