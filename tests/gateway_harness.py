@@ -84,6 +84,7 @@ class Behaviour:
     chunk_delay: float = 0.0
     answer_delay: float = 0.0
     status: int = 200
+    chunked_errors: bool = False  # a status other than 200 answered with a chunked body (as some servers do)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -114,6 +115,14 @@ class _Handler(BaseHTTPRequestHandler):
             request = seen.json
         except ValueError:
             request = {}
+        if behaviour.status != 200 and behaviour.chunked_errors:
+            self.send_response(behaviour.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self._chunk(b'{"error": {"message": "stand-in failure, chunked"}}')
+            self.wfile.write(b"0\r\n\r\n")
+            return self.wfile.flush()
         if behaviour.status != 200:
             return self._json(behaviour.status, {"error": {"message": "stand-in failure"}})
         if isinstance(request, dict) and request.get("stream") is True:

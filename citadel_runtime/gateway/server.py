@@ -587,7 +587,12 @@ class Gateway:
                 await response.read_all(BUFFER_LIMIT, self.timeout)  # a host not yet on the new key
                 continue
             break
-        if response.status < 500 and response.length is not None and response.length <= BUFFER_LIMIT:
+        if response.status >= 500 and response.status not in (502, 503, 504):
+            return response, None  # the model server's own failure: forward() answers 502 without its body
+        # Read whole: a bounded body, and any answer that is not a success, whatever its framing
+        # (an error is small, and relayed as a stream it would be recorded as one); only a
+        # success of unknown length (a stream) is relayed as it comes.
+        if response.status != 200 or (response.length is not None and response.length <= BUFFER_LIMIT):
             return response, await response.read_all(BUFFER_LIMIT, self.timeout)
         return response, None
 

@@ -40,3 +40,17 @@ def test_a_body_of_the_wrong_shape_is_a_recorded_400(gateway, upstream, name):
     assert upstream.requests == []
     # The connection and the gateway are fine afterwards: a good request is served.
     assert gateway.request("POST", "/v1/chat/completions", key="ck_w", body=CHAT)[0] == 200
+
+
+@pytest.mark.parametrize("status", [400, 503])
+def test_an_error_from_the_model_server_in_any_framing_is_one_record_and_relayed_whole(gateway, upstream, status):
+    # vLLM and the keyguard answer errors with a length; a server that sends one chunked must
+    # not turn a plain request into a "stream" with two records (seen across vLLM restarts).
+    upstream.behaviour.status, upstream.behaviour.chunked_errors = status, True
+    got, body, headers = gateway.request("POST", "/v1/chat/completions", key="ck_w", body=CHAT)
+    assert got == status and body == {"error": {"message": "stand-in failure, chunked"}}
+    assert "transfer-encoding" not in headers  # relayed whole, with its length
+    records = gateway.wait_for_records(1)
+    assert [(r.get("type", "request"), r["request_id"], r["status"]) for r in records] == [
+        ("request", headers["x-request-id"], status)]
+    assert records[0]["stream"] is False
