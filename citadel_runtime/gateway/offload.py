@@ -36,6 +36,8 @@ import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+WORKER_NICENESS = 10  # os.nice: the workers yield the CPU to the event loop
+
 
 def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
@@ -45,6 +47,14 @@ def _worker_start() -> None:
     # The gateway stops its workers itself; a Ctrl-C or SIGTERM to the process group must not
     # kill one mid-request (systemd stops the whole group after the gateway has exited anyway).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Below the event loop: when a worker screening a large body and the loop want the same
+    # core, the loop's small requests go first (what "no request delays another" needs on a
+    # host with few cores). Lowering one's own priority needs no privilege; the unit allows
+    # setpriority(2) for it alone of @resources.
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:
+        pass
 
 
 def _ready() -> int:

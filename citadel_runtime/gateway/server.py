@@ -490,7 +490,8 @@ class Gateway:
         if policy.record_content:
             ex.capture = {"request": b"", "response": b""}
         if not self.audit.may_serve():
-            return await refuse(503, "audit log unavailable: refusing to serve unrecorded")
+            # This refusal's own record, once it can be written, puts the gateway back in service.
+            return await refuse(503, "audit log unavailable: refusing to serve unrecorded", extra=[("Retry-After", "1")])
         if unread > policy.max_body_bytes:
             return await refuse(413, f"body larger than {policy.max_body_bytes} bytes")
         refused = self.limits.admit(client, policy)
