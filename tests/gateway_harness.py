@@ -87,7 +87,7 @@ class Behaviour:
     chunked_errors: bool = False  # a status other than 200 answered with a chunked body (as some servers do)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class StandInHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # a head and a body in two writes: no 40 ms delayed-ACK stall
     server: _Server
@@ -168,7 +168,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 512  # the gateway's pool opens many connections at once under load
 
     def __init__(self, address):
-        super().__init__(address, _Handler)
+        super().__init__(address, StandInHandler)
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
         self.behaviour = Behaviour()

@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from citadel_runtime.keydoc import digest
-from tests.gateway_harness import Behaviour, Gateway, RecordingUpstream, _Handler, runtime_root
+from tests.gateway_harness import Behaviour, Gateway, RecordingUpstream, StandInHandler, runtime_root
 
 INTERNAL_KEY, PREVIOUS_KEY, VLLM_KEY = "ik_1", "ik_0", "vk_x"
 
 
-class _UnixHandler(_Handler):
+class _UnixHandler(StandInHandler):
     disable_nagle_algorithm = False  # TCP_NODELAY does not apply to a Unix socket
 
 

@@ -303,7 +303,7 @@ class Writer:
         self.failures = 0
         self.written = 0
         self._pending: list[tuple[dict, asyncio.Future]] = []
-        self._flusher: asyncio.Task | None = None
+        self._inflight: asyncio.Future | None = None  # the batch in the writer's thread, done when it is
         self._thread: ThreadPoolExecutor | None = None
 
     # -- both paths --------------------------------------------------------------
@@ -354,7 +354,7 @@ class Writer:
 
         Not synced unless ``durable`` (then one fdatasync for this record, on this thread).
         """
-        if self._flusher is not None:
+        if self._inflight is not None:
             raise RuntimeError("Writer.write while commits are in flight: use commit")
         if self.resync:
             self._resync()
@@ -383,57 +383,68 @@ class Writer:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append((bounded(record), future))
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush())
+        if self._inflight is None:
+            self._next_batch(loop)
         return await future
 
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="audit-log")
-        try:
-            while self._pending:
-                batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
-                await self._write_batch(loop, batch)
-        finally:
-            self._flusher = None
+    # Callbacks rather than a task awaiting the thread: a commit costs one wake-up of the event
+    # loop after its sync (the thread's), not three; on the gateway's path of every answer.
 
-    async def _write_batch(self, loop, batch: list[tuple[dict, asyncio.Future]]) -> None:
-        if self.resync:
-            self._resync()
-        state = (self.chain.seq, self.chain.last)
-        lines, waiting = [], []
-        for record, future in batch:
+    def _next_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Seal the next batch here (the chain follows the order of the calls) and hand its
+        write and sync to the writer's thread; `_batch_done` takes its outcome back."""
+        while self._pending and self._inflight is None:
+            batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
+            if self.resync:
+                self._resync()
+            state = (self.chain.seq, self.chain.last)
+            lines, waiting = [], []
+            for record, future in batch:
+                try:
+                    lines.append(self.chain.seal(record))
+                    waiting.append(future)
+                except (TypeError, ValueError) as exc:
+                    _resolve(future, error=AuditWriteError(f"audit record not serialisable: {exc}"))
+            if not lines:
+                continue
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="audit-log")
             try:
-                lines.append(self.chain.seal(record))
-                waiting.append(future)
-            except (TypeError, ValueError) as exc:
-                _resolve(future, error=AuditWriteError(f"audit record not serialisable: {exc}"))
-        if not lines:
-            return
-        try:
-            await asyncio.shield(loop.run_in_executor(self._thread, self._append, ("\n".join(lines) + "\n").encode(),
-                                                      True))
-        except (OSError, RuntimeError) as exc:  # RuntimeError: the writer was closed meanwhile
-            if not self.resync:
-                self.chain.seq, self.chain.last = state
-            self._settle(False, len(lines))
-            for future in waiting:
-                _resolve(future, error=AuditWriteError(f"audit log write failed: {exc}"))
-            return
-        except asyncio.CancelledError:
-            self.resync = True  # the thread may or may not have written it: read the file back
-            for future in waiting:
-                future.cancel()
-            raise
-        self._settle(True, len(lines))
-        for future, line in zip(waiting, lines, strict=True):
-            _resolve(future, line)
+                work = self._thread.submit(self._append, ("\n".join(lines) + "\n").encode(), True)
+            except RuntimeError as exc:  # the writer was closed meanwhile
+                self._batch_failed(state, waiting, exc)
+                continue
+            self._inflight = loop.create_future()
+
+            def done(work, state=state, lines=lines, waiting=waiting) -> None:  # in the writer's thread
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(self._batch_done, loop, work, state, lines, waiting)
+
+            work.add_done_callback(done)
+
+    def _batch_done(self, loop, work, state: tuple, lines: list[str], waiting: list[asyncio.Future]) -> None:
+        error = work.exception()
+        if error is None:
+            self._settle(True, len(lines))
+            for future, line in zip(waiting, lines, strict=True):
+                _resolve(future, line)
+        else:
+            self._batch_failed(state, waiting, error)
+        inflight, self._inflight = self._inflight, None
+        inflight.set_result(None)
+        self._next_batch(loop)
+
+    def _batch_failed(self, state: tuple, waiting: list[asyncio.Future], error: BaseException) -> None:
+        if not self.resync:
+            self.chain.seq, self.chain.last = state  # the chain continues from what is on disk
+        self._settle(False, len(waiting))
+        for future in waiting:
+            _resolve(future, error=AuditWriteError(f"audit log write failed: {error}"))
 
     async def aclose(self) -> None:
         """Wait for the commits in flight, then close."""
-        while self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        while self._inflight is not None:
+            await asyncio.shield(self._inflight)
         self.close()
 
     def close(self) -> None:
