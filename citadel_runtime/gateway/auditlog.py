@@ -354,7 +354,7 @@ class Writer:
 
         Not synced unless ``durable`` (then one fdatasync for this record, on this thread).
         """
-        if self._inflight is not None:
+        if self._inflight is not None or self._pending:
             raise RuntimeError("Writer.write while commits are in flight: use commit")
         if self.resync:
             self._resync()
@@ -383,8 +383,9 @@ class Writer:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append((bounded(record), future))
-        if self._inflight is None:
-            self._next_batch(loop)
+        if self._inflight is None and len(self._pending) == 1:
+            # Started at the end of this turn of the loop, so the commits made in it share a batch.
+            loop.call_soon(self._next_batch, loop)
         return await future
 
     # Callbacks rather than a task awaiting the thread: a commit costs one wake-up of the event
@@ -443,8 +444,11 @@ class Writer:
 
     async def aclose(self) -> None:
         """Wait for the commits in flight, then close."""
-        while self._inflight is not None:
-            await asyncio.shield(self._inflight)
+        while self._inflight is not None or self._pending:
+            if self._inflight is None:
+                await asyncio.sleep(0)  # the batch starts at the end of this turn
+            else:
+                await asyncio.shield(self._inflight)
         self.close()
 
     def close(self) -> None:
