@@ -28,9 +28,10 @@ def request(address: str, key: str) -> tuple[int, dict, str]:
     connection = http.client.HTTPSConnection(address, PORT, context=context, timeout=10)
     try:
         connection.request("GET", "/citadel/whoami", headers={"Authorization": f"Bearer {key}"})
+        # Before the answer: a refusal closes the connection (Connection: close), and with it the socket.
+        serial = connection.sock.getpeercert()["serialNumber"]
         response = connection.getresponse()
         body = response.read()
-        serial = connection.sock.getpeercert()["serialNumber"]
     finally:
         connection.close()
     return response.status, (json.loads(body) if response.status == 200 else {}), serial

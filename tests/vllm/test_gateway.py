@@ -25,6 +25,7 @@ from tests.vllm.conftest import MODEL, UNIT, on_host
 from tests.vllm.gateway_client import load, request
 
 LOG = "/var/log/citadel-gateway/audit.jsonl"
+AGENT = "citadel-agent@gateway.service"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4, "temperature": 0}
 BLOCKED = ["/invocations", "/tokenize", "/detokenize", "/metrics", "/docs", "/openapi.json", "/health", "/version",
            "/ping", "/v1/load_lora_adapter"]
@@ -244,12 +245,17 @@ def test_every_gateway_control_passes_and_each_fails_when_broken(env, gw):
     assert all(r.status == "pass" for r in results.values()), {k: r.evidence for k, r in results.items()}
     for control in gateway_controls.CONTROLS:
         on_host(env, f"sudo sh -c {shlex.quote(BACKUP)}")
+        # The gateway's agent re-renders its files every 30 s, which would mend a broken client
+        # table before the check saw it: it is paused while a control is broken (paused, not
+        # stopped: a restarted agent could not log in again with its used secret-id).
+        on_host(env, f"sudo systemctl kill --signal=SIGSTOP {AGENT}")
         on_host(env, f"sudo sh -c {shlex.quote(control.break_with)}")
         try:
-            result = audit()[control.id]
+            result = {r.control: r for r in run_audit(env["site"], [control])}[control.id]
             assert result.status == "fail", (control.id, result.evidence)
         finally:
             on_host(env, f"sudo sh -c {shlex.quote(RESTORE)}")
+            on_host(env, f"sudo systemctl kill --signal=SIGCONT {AGENT}")
         assert audit()[control.id].status == "pass", control.id
     for key in gw["keys"].values():
         assert key not in json.dumps({k: r.evidence for k, r in audit().items()})
