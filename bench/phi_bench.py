@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import random
-import time
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.phi_flood import ADVERSARIAL, cpu_seconds, repeated  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-ADVERSARIAL = ["a.", "a@", "a.a.a.a.a.a.a.a@", "a" * 80 + "@", "1-", "5", "5 ", "1.", "1/", "+1", "Dr. ", "Mr. Aa ",
-               "a", "Aaaa ", " ", ".", "\n", "a1.@-: Dr. ", "member ", "patient :  ", "12 Oak ", "March 3, ",
-               "9", "age ", "5\u200b", "５－", "\u0301\u0316", "\u0f73"]
 WORDS = ("the patient was seen in clinic today with a history of hypertension and type two diabetes treated with "
          "metformin 500 mg twice daily blood pressure 132/84 heart rate 72 no acute distress plan follow up in 3 "
          "months").split()
@@ -31,16 +32,6 @@ def load_phi(root: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def cpu_seconds(work, *args) -> float:
-    started = time.process_time()
-    work(*args)
-    return time.process_time() - started
-
-
-def repeated(seed: str, size: int) -> str:
-    return (seed * (size // len(seed) + 1))[:size]
 
 
 def main() -> None:

@@ -52,6 +52,7 @@ import sys
 import time
 
 from citadel_runtime.gateway.connections import ConnectionLimits, Deadlines
+from citadel_runtime.gateway.errors import where
 from citadel_runtime.gateway.http1 import (
     LAST_CHUNK,
     MAX_HEAD,
@@ -253,7 +254,7 @@ class Keyguard:
         except (OSError, TimeoutError):
             status = -499  # the client went away, or stopped reading, before its answer was complete
         except Exception as exc:  # noqa: BLE001 - the last resort: a 500 and a journal line, never a silent close
-            log(f"internal error: {type(exc).__name__}: {exc}"[:300])
+            log(f"internal error: {where(exc)}")  # never its message: it may hold a request's values
             status = await self.reply(writer, 500, "internal error", close=True)
         path = head.target.partition("?")[0][:200]
         log(f"{source} {head.method} {path} {abs(status)} key_version={slot.get('version') if slot else None}")

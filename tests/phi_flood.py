@@ -17,12 +17,32 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 # Shapes that make pattern matchers work hardest: the old e-mail pattern's quadratic case,
 # and runs of what each pattern starts on (digits, separators, '@', titles, labels), some
 # with zero-width and combining characters, which force Unicode normalisation.
 SHAPES = ("a.", "a@", "1-", "1 ", "12/", "Dr. Ab ", "patient: Ab ", "5\u200b", "a\u0301", "+1 ", "MRN ")
+# Seeds that, repeated, are each pattern's hardest input (what the PHI guard's linear-time
+# tests and bench/phi_bench.py time): starts of matches that never complete.
+ADVERSARIAL = ["a.", "a@", "a.a.a.a.a.a.a.a@", "a" * 80 + "@", "1-", "5", "5 ", "1.", "1/", "+1", "Dr. ", "Mr. Aa ",
+               "a", "Aaaa ", " ", ".", "\n", "a1.@-: Dr. ", "member ", "patient :  ", "12 Oak ", "March 3, ",
+               "9", "age ", "5\u200b", "５－", "\u0301\u0316", "\u0f73"]
 BODY_LIMIT = 1 << 20  # the clients' max_body_bytes (the default): the largest body they may send
+
+
+
+def repeated(seed: str, size: int) -> str:
+    """`seed` over and over, cut to `size` characters: the shape of a worst-case input."""
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+def cpu_seconds(work, *args) -> float:
+    """CPU seconds of this process for `work(*args)`: its cost, whatever else the machine is doing."""
+    started = time.process_time()
+    work(*args)
+    return time.process_time() - started
+
 
 ATTACKER = r"""
 import http.client, json, ssl, sys, time

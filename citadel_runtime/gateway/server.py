@@ -68,7 +68,6 @@ import signal
 import ssl
 import sys
 import time
-import traceback
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
@@ -77,6 +76,7 @@ from citadel_runtime.gateway.auditlog import AuditWriteError, Writer
 from citadel_runtime.gateway.budget import SourceBudget, source_key, summary_record
 from citadel_runtime.gateway.clients import KeyTable, Limits, Policy
 from citadel_runtime.gateway.connections import ConnectionLimits, Deadlines
+from citadel_runtime.gateway.errors import where
 from citadel_runtime.gateway.http1 import (
     LAST_CHUNK,
     MAX_HEAD,
@@ -409,8 +409,7 @@ class Gateway:
         await self.commit(ex)
 
     async def internal_error(self, writer, ex: Exchange, exc: Exception) -> None:
-        log(f"request {ex.rec['request_id']}: internal error: "
-            + "".join(traceback.format_exception(exc)).rstrip().replace("\n", "\n  "))
+        log(f"request {ex.rec['request_id']}: internal error: {where(exc)}")  # never its message: it may hold PHI
         if ex.recorded:  # answered or being answered: nothing more can be said on this connection
             return
         try:

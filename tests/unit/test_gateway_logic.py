@@ -105,6 +105,11 @@ def test_the_role_config_routes_each_model_to_its_gpu_hosts_keyguard_and_carries
     assert config["admin_listen"] == "127.0.0.1:9464" and config["audit_fail_open"] is False
     assert config["clients"]["radiology-reporting"]["phi"] == "redact"
     assert config["clients"]["discharge-letters"]["max_body_bytes"] == 1 << 20  # the default
+    # The output caps' policy reaches the gateway, with its safe defaults (refuse, one choice).
+    assert {k: config["clients"]["discharge-letters"][k] for k in ("max_choices", "clamp_outputs")} == {
+        "max_choices": 1, "clamp_outputs": False}
+    assert config["max_connections_per_source"] == 64 and config["body_seconds"] == 30  # gateway.limits' defaults
+    assert "workers" not in config  # unset: the gateway chooses from its CPUs
     assert gateway_config(site) == config  # deterministic: reruns are no-ops
     assert not any(word in json.dumps(config) for word in ("ck_", "sha256", "BEGIN"))
 
@@ -177,3 +182,13 @@ def test_every_gateway_limit_of_the_inventory_is_a_key_the_gateway_reads():
               if not name.endswith("_seconds") or name == "audit_summary_seconds"
               if f'config.get("{name}"' not in server]
     assert not unread, f"inventory keys the gateway never reads: {unread}"
+
+
+def test_the_gateway_unit_lets_the_screening_workers_lower_their_priority_and_nothing_more():
+    # The unit denies @resources, and a denied system call kills the process: without this
+    # one exception each worker would die at start (offload._worker_start calls os.nice).
+    from citadel_runtime.gateway.offload import WORKER_NICENESS
+
+    unit = (Path(__file__).parents[2] / "roles" / "gateway" / "files" / "citadel-gateway.service").read_text()
+    filters = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("SystemCallFilter=")]
+    assert WORKER_NICENESS > 0 and filters == ["@system-service", "~@privileged @resources", "setpriority"]

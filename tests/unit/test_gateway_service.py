@@ -115,7 +115,7 @@ def test_a_client_that_requires_mutual_tls_is_refused_without_its_certificate(tm
         assert [r.get("client_cert") for r in records if r["client"] == "radiology"][:2] == [None, "radiology-app"]
 
 
-def test_an_unexpected_error_in_a_handler_is_a_recorded_500_never_a_silent_close(tmp_path):
+def test_an_unexpected_error_in_a_handler_is_a_recorded_500_never_a_silent_close(tmp_path, capsys):
     """The last resort: whatever raises inside a request's handling, the client gets a 500 with its
     request id, the record says so, and the gateway goes on serving."""
     config = json.loads(Gateway(tmp_path).write_config().read_text())
@@ -124,7 +124,7 @@ def test_an_unexpected_error_in_a_handler_is_a_recorded_500_never_a_silent_close
         gateway = server.Gateway(config)
 
         async def broken(*args):
-            raise KeyError("a bug")
+            raise KeyError("a bug holding a prompt's SSN 123-45-6789")
 
         gateway.exchange = broken
         ours, theirs = socket.socketpair()
@@ -143,4 +143,7 @@ def test_an_unexpected_error_in_a_handler_is_a_recorded_500_never_a_silent_close
     assert head.startswith(b"HTTP/1.1 500") and b"Connection: close" in head
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [(r["status"], r["refusal"]) for r in records] == [(500, "internal error in the gateway")]
+    journal = capsys.readouterr().err
+    assert "internal error: KeyError at " in journal and "broken" in journal  # where, for the bug report
+    assert "123-45-6789" not in journal  # ... never what the exception carried
     assert json.loads(body)["error"]["request_id"] == records[0]["request_id"]

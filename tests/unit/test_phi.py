@@ -15,6 +15,7 @@ import pytest
 
 from citadel_runtime.gateway import phi
 from tests.phi_corpus import evaluate, generate
+from tests.phi_flood import ADVERSARIAL, cpu_seconds, repeated
 
 MiB = 1 << 20
 
@@ -182,32 +183,18 @@ def test_a_long_run_of_combining_marks_normalises_in_linear_time():
 
 # Repeated to 1 and 2 MiB: each is the worst case of at least one pattern as first written
 # ("a." made the e-mail pattern backtrack quadratically: 128 KB took 20-34 s).
-ADVERSARIAL = ["a.", "a@", "a.a.a.a.a.a.a.a@", "a" * 80 + "@", "1-", "5", "5 ", "1.", "1/", "+1", "Dr. ", "Mr. Aa ",
-               "a", "Aaaa ", " ", ".", "\n", "a1.@-: Dr. ", "member ", "patient :  ", "12 Oak ", "March 3, ",
-               "9", "age ", "5\u200b", "５－", "\u0301\u0316", "\u0f73"]
-
-
-def seconds(work, *args) -> float:
-    """CPU seconds of this process: what the work costs, whatever else the machine is doing."""
-    started = time.process_time()
-    work(*args)
-    return time.process_time() - started
-
-
-def repeated(seed: str, size: int) -> str:
-    return (seed * (size // len(seed) + 1))[:size]
 
 
 @pytest.mark.parametrize("kind,pattern", phi.PATTERNS, ids=phi.KINDS)
 def test_every_pattern_scans_a_worst_case_mebibyte_in_well_under_two_seconds(kind, pattern):
-    slow = {seed: t for seed in ADVERSARIAL if (t := seconds(pattern.subn, "[X]", repeated(seed, MiB))) > 2}
+    slow = {seed: t for seed in ADVERSARIAL if (t := cpu_seconds(pattern.subn, "[X]", repeated(seed, MiB))) > 2}
     assert not slow, f"{kind}: {slow}"
 
 
 @pytest.mark.parametrize("seed", ADVERSARIAL, ids=ascii)
 def test_scanning_time_grows_linearly(seed):
     one, two = repeated(seed, MiB), repeated(seed, 2 * MiB)
-    t1, t2 = seconds(phi.findings, one), seconds(phi.findings, two)
+    t1, t2 = cpu_seconds(phi.findings, one), cpu_seconds(phi.findings, two)
     assert t1 < 2
     assert t2 < 3 * t1 + 0.05, f"1 MiB {t1:.3f} s, 2 MiB {t2:.3f} s"  # + 50 ms: noise when both are tiny
 
