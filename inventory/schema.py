@@ -304,6 +304,9 @@ class GatewayLimits(Strict):
     max_connections_per_source: int = Field(
         64, ge=1, le=60_000, description="connections held at once from one address (raise it for clients behind "
         "one NAT or proxy address)")
+    listen_backlog: int = Field(1024, ge=16, le=60_000, description="connections the kernel queues before they are "
+                                "accepted; also how many are accepted at once (keep max_connections + this well under "
+                                "the unit's LimitNOFILE)")
     handshake_seconds: float = Field(10, gt=0, le=300, description="a TLS handshake, in total")
     head_seconds: float = Field(10, gt=0, le=300, description="a request head, in total from its first byte")
     idle_seconds: float = Field(30, gt=0, le=3600, description="a keep-alive connection waiting for its next request")
@@ -313,6 +316,8 @@ class GatewayLimits(Strict):
         10, gt=0, le=10_000, description="records of refused requests without a valid key, per source address; "
         "beyond it (and the burst) they are counted in a 'suppressed' record instead")
     audit_refusals_burst: int = Field(100, ge=1, le=1_000_000)
+    audit_budget_sources: int = Field(10_000, ge=16, le=1_000_000, description="source addresses the budget "
+                                      "remembers at once (the least recent are forgotten: memory stays bounded)")
     audit_summary_seconds: float = Field(60, ge=1, le=3600, description="how often the 'suppressed' counts are written")
     workers: int | None = Field(None, ge=1, le=256, description="processes that screen large bodies (default: one "
                                 "less than the CPUs, at least one)")

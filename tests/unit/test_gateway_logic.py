@@ -184,6 +184,21 @@ def test_every_gateway_limit_of_the_inventory_is_a_key_the_gateway_reads():
     assert not unread, f"inventory keys the gateway never reads: {unread}"
 
 
+def test_every_key_the_gateway_reads_is_one_the_role_can_write():
+    import re
+
+    from inventory.loader import load_inventory
+    from inventory.schema import GatewayLimits
+    from roles.gateway import gateway_config
+
+    site = load_inventory(Path(__file__).resolve().parents[2] / "inventory" / "example-hospital.yaml")
+    # client_ca and content_key only when a client needs them; a limit left unset (workers) is left out.
+    written = set(gateway_config(site)) | {"client_ca", "content_key"} | set(GatewayLimits.model_fields)
+    server = (Path(__file__).parents[2] / "citadel_runtime" / "gateway" / "server.py").read_text()
+    read = set(re.findall(r'config(?:\.get\(|\[)"([a-z_]+)"', server))
+    assert read and not read - written, f"keys the gateway reads that no inventory setting reaches: {read - written}"
+
+
 def test_the_gateway_unit_lets_the_screening_workers_lower_their_priority_and_nothing_more():
     # The unit denies @resources, and a denied system call kills the process: without this
     # one exception each worker would die at start (offload._worker_start calls os.nice).
