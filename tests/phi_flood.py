@@ -47,7 +47,8 @@ def cpu_seconds(work, *args) -> float:
 ATTACKER = r"""
 import http.client, json, ssl, sys, time
 host, port, ca, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-keys, model, shapes, limit = json.loads(sys.argv[5]), sys.argv[6], json.loads(sys.argv[7]), int(sys.argv[8])
+model, shapes, limit = sys.argv[5], json.loads(sys.argv[6]), int(sys.argv[7])
+keys = json.loads(sys.stdin.readline())  # client keys: never in argv, where /proc/*/cmdline shows them
 bodies = []
 for shape in shapes:
     body = {"model": model, "messages": [{"role": "user", "content": ""}], "max_tokens": 1}
@@ -76,9 +77,13 @@ print(json.dumps({"sent": sent, "statuses": statuses}), flush=True)
 def start(host: str, port: int, ca_file: str, seconds: float, keys: dict[str, str], model: str,
           cwd: str | None = None) -> subprocess.Popen:
     """Send worst-case bodies for `seconds`, cycling through `keys` (PHI mode -> that client's key)."""
-    return subprocess.Popen(
-        [sys.executable, "-c", ATTACKER, host, str(port), str(ca_file), str(seconds), json.dumps(keys), model,
-         json.dumps(SHAPES), str(BODY_LIMIT)], cwd=cwd, stdout=subprocess.PIPE, text=True)
+    attacker = subprocess.Popen(
+        [sys.executable, "-c", ATTACKER, host, str(port), str(ca_file), str(seconds), model, json.dumps(SHAPES),
+         str(BODY_LIMIT)], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    attacker.stdin.write(json.dumps(keys) + "\n")
+    attacker.stdin.close()
+    attacker.stdin = None  # handed over: communicate() must not flush it again
+    return attacker
 
 
 def finish(attacker: subprocess.Popen, timeout: float = 180) -> dict:
