@@ -7,11 +7,12 @@ deploy.lab.lifecycle; its public names are re-exported here.
 
     lab = up(hosts=2)          # SSH-ready hosts, as citadel@10.77.0.2, 10.77.0.6, ...
     status()                   # per host: name, kind, address, running, ssh
+    reboot("lab-01")           # a real reboot (systemd stops and boots); seconds until SSH answers
     down()                     # removes everything; leftovers() == [] afterwards
 """
 
 from deploy.lab.errors import LabError
 from deploy.lab.host import LabHost
-from deploy.lab.lifecycle import Lab, down, leftovers, status, up, vault_address
+from deploy.lab.lifecycle import Lab, down, leftovers, reboot, status, up, vault_address
 
-__all__ = ["Lab", "LabError", "LabHost", "down", "leftovers", "status", "up", "vault_address"]
+__all__ = ["Lab", "LabError", "LabHost", "down", "leftovers", "reboot", "status", "up", "vault_address"]

@@ -3,7 +3,9 @@
 Prepared on the overlay before boot (hostname, user ``citadel`` with NOPASSWD sudo and the
 controller's key, a pinned ed25519 host key, the local apt repository as the only source),
 then booted detached with the flags measured in docs/lab-hosts.md, each nspawn in its
-own cgroup directories. Teardown kills by cgroup, so nothing escapes.
+own cgroup directories. Teardown kills by cgroup, so nothing escapes. A reboot asks the
+container's systemd to reboot (``request_reboot``), waits for nspawn to exit
+(``wait_stopped``), frees what it leaves (``clear_stopped``) and boots the same overlay again.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +30,12 @@ PROPAGATE_DIR = Path("/run/systemd/nspawn/propagate")
 LOCKS_DIR = Path("/run/systemd/nspawn/locks")
 USER = "citadel"
 UID = GID = 1000
+
+# systemd starts reboot.target on this signal, as `systemctl reboot` does: every unit stops in
+# order (ExecStop= runs), then the container's PID 1 reboots and nspawn exits with status 133.
+# (SIGINT would go through ctrl-alt-del.target, which hardened hosts often mask.)
+REBOOT_SIGNAL = signal.SIGRTMIN + 5
+NSPAWN_REBOOTED = 133
 
 # Popen objects of nspawn processes started by this Python process, so they can be reaped.
 _children: dict[int, subprocess.Popen] = {}
@@ -227,6 +236,74 @@ def wait_ready(
             last = f"SSH login as {USER} failed: {result.stderr.strip() or 'exit ' + str(result.returncode)}"
         time.sleep(0.1)
     raise LabError(f"lab host {host} ({address}) was not SSH-ready within {timeout:.0f} s ({last}); see its console log {log}.")
+
+
+# --- reboot ----------------------------------------------------------------------------------
+
+
+def status_field(status: str, field: str) -> list[str]:
+    """The values of ``field`` (e.g. "NSpid", "PPid") in the text of /proc/PID/status; [] if absent."""
+    for line in status.splitlines():
+        key, _, values = line.partition(":")
+        if key == field:
+            return values.split()
+    return []
+
+
+def container_init(nspawn_pid: int, cgroups: list[Path]) -> int | None:
+    """The container's systemd: the child of its nspawn that is PID 1 in its own PID namespace."""
+    for pid in sorted(set().union(*(cgroup_pids(c) for c in cgroups))):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if status_field(status, "NSpid")[-1:] == ["1"] and status_field(status, "PPid") == [str(nspawn_pid)]:
+            return pid
+    return None
+
+
+def request_reboot(nspawn_pid: int, cgroups: list[Path]) -> bool:
+    """Ask the container's systemd for an orderly reboot; False when there is no systemd to ask."""
+    init = container_init(nspawn_pid, cgroups)
+    if init is None:
+        return False
+    try:
+        os.kill(init, REBOOT_SIGNAL)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_stopped(pid: int, timeout: float) -> tuple[bool, int | None]:
+    """Wait up to ``timeout`` s for nspawn ``pid`` to exit: (exited, its exit status if this process started it)."""
+    process = _children.get(pid)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None:
+            code = process.poll()
+            if code is not None:
+                _children.pop(pid, None)
+                return True, code
+        elif not (pid_alive(pid) and is_nspawn(pid)):
+            return True, None  # its parent reaps it (or already did): no status to read
+        if time.monotonic() >= deadline:
+            return False, None
+        time.sleep(0.05)
+
+
+def clear_stopped(cgroups: list[Path], machine: str, lock: str | None) -> list[str]:
+    """After a host's nspawn stopped: free its cgroups, propagate directory and lock for the next boot.
+
+    A clean exit leaves the cgroup trees (payload/, supervisor/) behind; a killed nspawn also
+    leaves its propagate directory and lock file. Returns what could not be removed.
+    """
+    propagate = PROPAGATE_DIR / machine
+    still_mounted = unmount_all(propagate)
+    if not still_mounted:
+        shutil.rmtree(propagate, ignore_errors=True)
+    if lock:
+        Path(lock).unlink(missing_ok=True)
+    return [f"mount {m}" for m in still_mounted] + [f"cgroup directory {c}" for c in remove_cgroups(cgroups)]
 
 
 # --- teardown --------------------------------------------------------------------------------

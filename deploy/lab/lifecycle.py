@@ -1,4 +1,4 @@
-"""The lab's life cycle: ``up``, ``status``, ``down`` and ``leftovers``, over the state file.
+"""The lab's life cycle: ``up``, ``status``, ``reboot``, ``down`` and ``leftovers``, over the state file.
 
 ``up`` builds (or reuses) the cached golden rootfs and apt repository, then boots each
 container host on its own overlay and network namespace in parallel, and the VM on request;
@@ -7,6 +7,7 @@ made, even after a crash. ``leftovers`` lists whatever is still there.
 
     lab = up(hosts=2)          # SSH-ready hosts, as citadel@10.77.0.2, 10.77.0.6, ...
     status()                   # per host: name, kind, address, running, ssh
+    reboot("lab-01")           # a real reboot; seconds until SSH answers again
     down()                     # removes everything; leftovers() == [] afterwards
 """
 
@@ -26,7 +27,9 @@ from typing import Any
 from deploy.lab import aptrepo, containers, network, rootfs, sshkeys, state
 from deploy.lab.errors import LabError
 from deploy.lab.host import LabHost
+from deploy.lab.reboot import CONTAINER_TIMEOUT_S, reboot_container, reboot_vm
 from deploy.lab.ssh import known_hosts_line
+from deploy.lab.vm import SSH_TIMEOUT_S as VM_SSH_TIMEOUT_S
 from deploy.lab.vm import start_vm, stop_vm, vm_leftovers, vm_running
 
 SSH_USER = containers.USER
@@ -376,6 +379,46 @@ def status(*, name: str = "citadel") -> list[dict]:
             }
         )
     return rows
+
+
+# --- reboot ----------------------------------------------------------------------------------
+
+
+def reboot(
+    host: str, *, name: str = "citadel", timeout: float | None = None, progress: Progress | None = None
+) -> float:
+    """Reboot one lab host for real (its systemd stops, then boots); seconds from the request until SSH answers.
+
+    A container is booted again on the same overlay and network namespace, and the state file
+    records its new nspawn PID. ``timeout`` bounds the orderly shutdown (then the container is
+    killed, as ``down`` does) and again the boot to SSH; by default 120 s for a container and
+    the VM's SSH timeout (420 s) for the VM.
+    """
+    say = progress or (lambda _text: None)
+    state.check_name(name)
+    st = state.load(name)
+    if st is None:
+        raise LabError(f"no lab named {name} is up, so there is no {host} to reboot: run `citadel lab up` first.")
+    if not st.get("complete"):
+        raise LabError(
+            f"the lab {name} is not fully up (its state file {state.lab_dir(name) / state.STATE_FILE} says "
+            f"incomplete), so {host} is not rebooted: wait for `citadel lab up` to finish, or run `citadel lab down`."
+        )
+    records = {r["name"]: r for r in st.get("hosts", [])}
+    vm_record = st.get("vm_host")
+    if host not in records and not (vm_record and vm_record["name"] == host):
+        known = sorted(records) + ([vm_record["name"]] if vm_record else [])
+        raise LabError(f"the lab {name} has no host {host!r}; its hosts are {', '.join(known) or 'none'}.")
+    _require_root("reboot")
+    _ensure_sbin_on_path()
+    if host not in records:
+        seconds = reboot_vm(st, timeout=timeout or VM_SSH_TIMEOUT_S, say=say)
+    else:
+        seconds = reboot_container(
+            st, records[host], timeout=timeout or CONTAINER_TIMEOUT_S, save=lambda: state.save(name, st), say=say
+        )
+    say(f"{host} answers SSH again {seconds:.1f} s after the reboot was asked for")
+    return seconds
 
 
 # --- down ------------------------------------------------------------------------------------

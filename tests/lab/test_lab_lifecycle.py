@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -107,3 +108,52 @@ def test_lab_up_ssh_apt_down_leaves_nothing(tmp_path):
     assert str(lab_dir) not in mounts
     assert lab_api.status(name=NAME) == []
     lab_api.down(name=NAME)  # down on a lab that does not exist is a no-op
+
+
+PROBE_UNIT = """[Unit]
+Description=citadel lab reboot probe: ExecStop= leaves a mark, so an orderly stop shows
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecStop=/bin/sh -c 'cat /proc/sys/kernel/random/boot_id > /var/lib/citadel-reboot-probe'
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def test_lab_reboot_stops_in_order_and_boots_again(lab, tmp_path):
+    import deploy.lab as lab_api
+    from deploy.lab import state
+
+    host = lab.hosts[-1]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(known_hosts_line(host.address, host.port, host.host_key))
+    old_pid = next(r["pid"] for r in state.load(lab.name)["hosts"] if r["name"] == host.name)
+    old_boot = _check(_ssh(lab, host, known_hosts, "cat /proc/sys/kernel/random/boot_id"), "read boot id").strip()
+    install = f"printf '%s' {shlex.quote(PROBE_UNIT)} | sudo -n tee /etc/systemd/system/citadel-reboot-probe.service >/dev/null"
+    _check(_ssh(lab, host, known_hosts, install + " && sudo -n systemctl enable --now citadel-reboot-probe"), "enable the probe")
+    try:
+        seconds = lab_api.reboot(host.name, name=lab.name, progress=print)
+        print(f"{host.name} answers SSH {seconds:.2f} s after the reboot request")
+
+        new_boot = _check(_ssh(lab, host, known_hosts, "cat /proc/sys/kernel/random/boot_id"), "read boot id").strip()
+        assert new_boot != old_boot
+        running = _ssh(lab, host, known_hosts, "systemctl is-system-running --wait").stdout.strip()
+        assert running in ("running", "degraded"), running
+        active = _check(_ssh(lab, host, known_hosts, "systemctl is-active ssh citadel-reboot-probe"), "units active")
+        assert active.split() == ["active", "active"]
+        # The probe's ExecStop= ran during the shutdown, in the old boot.
+        mark = _check(_ssh(lab, host, known_hosts, "cat /var/lib/citadel-reboot-probe"), "read the probe's mark")
+        assert mark.strip() == old_boot
+
+        record = next(r for r in state.load(lab.name)["hosts"] if r["name"] == host.name)
+        assert record["pid"] != old_pid
+        row = next(r for r in lab_api.status(name=lab.name) if r["name"] == host.name)
+        assert row["running"] and row["ssh"], row
+    finally:
+        _ssh(
+            lab, host, known_hosts,
+            "sudo -n systemctl disable --now citadel-reboot-probe; "
+            "sudo -n rm -f /etc/systemd/system/citadel-reboot-probe.service /var/lib/citadel-reboot-probe",
+        )
