@@ -21,8 +21,11 @@ a client that goes away mid-answer closes the model server's connection with it.
 
 On SIGHUP (the agent's template command, ``systemctl reload citadel-keyguard``) it reloads
 the certificate and the key document. A reload that fails keeps the previous ones and
-says why in the journal, so a half-written file never takes the door down; connections
-already open finish with the context they started with.
+says why in the journal, so a half-written file never takes the door down. With
+``--client-ca`` (mutual TLS: only a gateway host's certificate, OU ``gateway``) and ``--crl``,
+the reload also takes the agent's new revocation list: a revoked gateway's next connection
+fails its handshake, and a connection opened before the reload answers at most the request
+under way, none that arrives after (the gateway asks again on a new connection).
 
 Threats: inference attacks and privacy breaches through direct access to the model server
 (only the gateway holds the key); insecure deployment (no plaintext on the wire); denial
@@ -34,7 +37,8 @@ Example (as its systemd unit runs it; paths, never secrets, on the command line)
         --tls /etc/citadel/secrets/keyguard/tls.pem \\
         --keys /etc/citadel/secrets/keyguard/internal-api-key.json \\
         --upstream 'unix:/run/citadel-vllm/{model}/vllm.sock' \\
-        --upstream-key /etc/citadel/secrets/keyguard/vllm.env
+        --upstream-key /etc/citadel/secrets/keyguard/vllm.env \\
+        --client-ca /etc/citadel/pki-ca.pem --crl /etc/citadel/secrets/keyguard/crl.pem
 """
 
 from __future__ import annotations
@@ -93,10 +97,13 @@ def log(message: str) -> None:
 class Secrets:
     """The TLS context and key document in force; swapped whole on reload."""
 
-    def __init__(self, tls_file: str, keys_file: str, upstream_key_file: str | None = None):
+    def __init__(self, tls_file: str, keys_file: str, upstream_key_file: str | None = None,
+                 client_ca: str | None = None, crl: str | None = None):
         self.tls_file = tls_file
         self.keys_file = keys_file
         self.upstream_key_file = upstream_key_file
+        self.client_ca, self.crl = client_ca, crl
+        self.generation = 0  # raised at each reload: connections opened before it close after their request
         self.context, self.keys = self._load()
         self.upstream_key = self._upstream_key()
 
@@ -114,6 +121,14 @@ class Secrets:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.tls_file)  # key and certificate rendered together
+        if self.client_ca:
+            # Mutual TLS: only a gateway host's certificate from Citadel's CA, not revoked (the CRL
+            # the agent renders), gets as far as the internal key check.
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.client_ca)
+            if self.crl:
+                context.load_verify_locations(self.crl)
+                context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
         with open(self.keys_file, encoding="utf-8") as handle:
             keys = json.load(handle)
         if not (keys.get("current") or {}).get("sha256"):
@@ -127,6 +142,7 @@ class Secrets:
             log(f"reload failed, keeping the previous certificate and keys: {type(exc).__name__}: {exc}")
             return
         self.context, self.keys, self.upstream_key = context, keys, self._upstream_key()
+        self.generation += 1
         versions = [s.get("version") for s in (keys.get("current"), keys.get("previous")) if s]
         log(f"reloaded the certificate and keys (key versions {versions})")
 
@@ -200,6 +216,18 @@ def models_list(models: list[str]) -> dict:
     return {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "citadel"} for m in models]}
 
 
+GATEWAY_UNIT = "gateway"  # the OU of gateway hosts' certificates (the PKI role `gateway`)
+
+
+def peer_unit(writer) -> str | None:
+    """The organisational unit of the client's verified certificate, if it presented one."""
+    for rdn in (writer.get_extra_info("peercert") or {}).get("subject", ()):
+        for name, value in rdn:
+            if name == "organizationalUnitName":
+                return value
+    return None
+
+
 class Keyguard:
     def __init__(self, secrets: Secrets, upstream: Upstream, limits: ConnectionLimits):
         self.secrets, self.upstream, self.limits = secrets, upstream, limits
@@ -215,14 +243,22 @@ class Keyguard:
             self.note_refusal(over)
             return
         try:
+            # Taken with the context, before the handshake: a reload while it runs (a new CRL) is
+            # one this connection's client certificate was not checked against.
+            generation = self.secrets.generation
             try:
                 # TLS after accept, so the caps above count handshakes too; the context in force now.
                 await writer.start_tls(self.secrets.context, ssl_handshake_timeout=DEADLINES.handshake)
             except (OSError, ssl.SSLError, TimeoutError) as exc:
                 log(f"{source}: TLS handshake failed: {type(exc).__name__}: {exc}"[:300])
                 return
+            if self.secrets.client_ca and peer_unit(writer) != GATEWAY_UNIT:
+                log(f"{source}: refused: its certificate is not a gateway host's (OU {peer_unit(writer)!r})")
+                return
             idle = DEADLINES.head  # the first request comes at once, as the handshake did
-            while await self.request(reader, writer, source, idle):
+            # After a reload (a new CRL, say) an open connection ends after its request: the
+            # client's next one is checked against what is in force now.
+            while await self.request(reader, writer, source, idle, generation) and generation == self.secrets.generation:
                 idle = DEADLINES.idle
         except (OSError, ssl.SSLError, TimeoutError):
             pass  # the client went away or stopped reading
@@ -238,8 +274,14 @@ class Keyguard:
                 f"per source: {self.refused}")
             self.refused, self.refusals_logged = {}, now
 
-    async def request(self, reader, writer, source: str, idle: float) -> bool:
-        """Read and answer one request; whether the connection may carry another."""
+    async def request(self, reader, writer, source: str, idle: float, generation: int) -> bool:
+        """Read and answer one request; whether the connection may carry another.
+
+        `generation`: the reload the connection's client certificate was checked under. A request
+        that arrives after a later reload (on a kept-alive connection, idle meanwhile) is not
+        answered: its client, the gateway, asks again on a new connection, checked against the
+        CRL in force, so a revoked gateway gets no further answer.
+        """
         try:
             head = await read_head(reader, idle, DEADLINES.head)
         except HttpError as exc:
@@ -247,6 +289,10 @@ class Keyguard:
             log(f"{source} - - {exc.status} ({exc.reason})")
             return False
         if head is None:
+            return False
+        if self.secrets.client_ca and generation != self.secrets.generation:
+            log(f"{source}: closed a connection opened before the last reload without answering; its client "
+                "connects again, checked against the certificates and revocation list in force")
             return False
         slot = self.secrets.key_slot(head)
         try:
@@ -344,6 +390,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--upstream", default="unix:/run/citadel-vllm/{model}/vllm.sock",
                         help="the model server: unix:PATH ({model}: the request's model) or HOST:PORT on loopback")
     parser.add_argument("--upstream-key", help="environment file with VLLM_API_KEY, the model server's key")
+    parser.add_argument("--client-ca", help="require a gateway host's certificate from this CA (mutual TLS)")
+    parser.add_argument("--crl", help="with --client-ca: the CA's revocation list (revoked gateways are refused)")
     return parser.parse_args(argv)
 
 
@@ -366,7 +414,7 @@ async def serve(args: argparse.Namespace, secrets: Secrets) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        secrets = Secrets(args.tls, args.keys, args.upstream_key)
+        secrets = Secrets(args.tls, args.keys, args.upstream_key, args.client_ca, args.crl)
         asyncio.run(serve(args, secrets))
     except (OSError, ValueError, ssl.SSLError) as exc:
         log(f"cannot start: {type(exc).__name__}: {exc}")

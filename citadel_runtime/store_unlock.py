@@ -5,17 +5,19 @@ AES-256-GCM ciphertext): a LUKS2 volume on a dedicated device or on a file-backe
 whose 256-bit volume key exists on the host only wrapped by Vault's transit key
 ``store-volume`` (``/etc/citadel/models/store-volume.wrapped``). At boot this module:
 
-1. unwraps the key through transit ``decrypt`` with the host's own AppRole token (the
-   agent's sink), exactly as ``citadel_runtime.unseal`` unwraps a model's data key (its
-   code, reused);
+1. unwraps the key through transit ``decrypt`` with the host's own token (the agent's
+   sink), exactly as ``citadel_runtime.unseal`` unwraps a model's data key (both through
+   ``citadel_runtime.transit``): at boot it waits, one journal line per wait, while the
+   agent has no token yet or Vault cannot answer, for as long as it takes;
+   ``--wait-seconds N`` or the settings' ``wait_seconds`` bound the wait;
 2. hands it to ``cryptsetup open`` on stdin (never argv, never a file);
 3. makes an ext4 filesystem if the volume holds none yet (first use), and mounts it at the
    store, ``nosuid,nodev,noexec``, the store's root 0700 root.
 
 The deploy (roles/store_volume) runs the same code with ``--key-stdin``: the controller
-unwraps the key and pipes it in, so a host is set up even before its agent has a token (and
-the lab's VM, which reaches no Vault, can test everything but step 1). ``--format`` also
-formats a device or image that holds nothing at all, and refuses anything else.
+unwraps the key and pipes it in, so a host is set up even before its agent has a token.
+``--format`` also formats a device or image that holds nothing at all, and refuses anything
+else. The lab VM runs the whole boot path under systemd (tests/vm/test_vm_hardening.py).
 
 What ``cryptsetup`` is given as the key-slot passphrase is the key's 64 hex digits, read
 with ``--keyfile-size=64``: text, so it crosses pyinfra's line-oriented stdin unchanged, and
@@ -26,6 +28,7 @@ Threat: theft of model weights at rest (a disk, an image or a backup copied off 
 Example (what the unit runs; settings in ``/etc/citadel/models/store-volume.settings``)::
 
     python3 -m citadel_runtime.store_unlock              # boot: unwrap through Vault, open, mount
+    python3 -m citadel_runtime.store_unlock --wait-seconds 60  # the same, giving up after a minute of waiting
     python3 -m citadel_runtime.store_unlock --key-stdin  # deploy: key (hex) on stdin
     python3 -m citadel_runtime.store_unlock --stop       # unmount and close
 """
@@ -38,7 +41,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from citadel_runtime import transit
 from citadel_runtime.layout import STORE_VOLUME_SETTINGS
+from citadel_runtime.waits import Terminated, journal, raise_on_sigterm, wait_seconds_option
 
 SETTINGS = Path(STORE_VOLUME_SETTINGS)
 KEY_HEX_LENGTH = 64  # 32 bytes, as hex: the passphrase of the LUKS key slot
@@ -159,18 +164,17 @@ def open_volume(settings: dict, key: bytes) -> None:
         _run(open_command(settings["backing"], settings["mapper"]), f"opening {settings['backing']}", key)
 
 
-def unwrap_key(settings: dict) -> bytes:
-    """The passphrase, from Vault with the host's own token (citadel_runtime.unseal's code)."""
-    from citadel_runtime.unseal import UnsealError, unwrap
-
+def unwrap_key(settings: dict, wait_seconds: float | None = None) -> bytes:
+    """The passphrase, from Vault with the host's own token; waits while that cannot happen yet (see transit)."""
     try:
         wrapped = Path(settings["wrapped_file"]).read_text().strip()
     except OSError as exc:
         raise StoreError(f"no wrapped volume key at {settings['wrapped_file']} ({exc.strerror})") from None
     try:
-        return passphrase(unwrap(settings, wrapped, settings["transit_key"]))
-    except UnsealError as exc:
-        raise StoreError(str(exc).replace("the data key", "the volume key")) from None
+        return passphrase(transit.unwrap(settings, wrapped, settings["transit_key"], key_name="the volume key",
+                                         wait_seconds=wait_seconds, log=lambda line: journal(f"store volume: {line}")))
+    except transit.TransitError as exc:
+        raise StoreError(str(exc)) from None
 
 
 def _migrate(device: str, mount: str) -> None:
@@ -221,17 +225,29 @@ def stop(settings: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: python3 -m citadel_runtime.store_unlock [--wait-seconds N | --key-stdin [--format] | --stop]"
+    try:
+        args, wait_seconds = wait_seconds_option(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as exc:
+        print(f"{exc}\n{usage}", file=sys.stderr)
+        return 2
     known = {"--key-stdin", "--format", "--stop"}
     if set(args) - known or ("--format" in args and "--key-stdin" not in args) or ("--stop" in args and len(args) > 1):
-        print("usage: python3 -m citadel_runtime.store_unlock [--key-stdin [--format] | --stop]", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     try:
         settings = load_settings()
         if "--stop" in args:
             print(f"store volume: {stop(settings)}")
             return 0
-        key = read_key_stdin(sys.stdin.buffer) if "--key-stdin" in args else unwrap_key(settings)
+        raise_on_sigterm()  # a stop while it waits ends with one line, not a traceback
+        if "--key-stdin" in args:
+            key = read_key_stdin(sys.stdin.buffer)
+        else:
+            key = unwrap_key(settings, wait_seconds)
+            # Where the key came from, for the journal (boot): the deploy pipes it in instead.
+            journal(f"store volume: volume key unwrapped through Vault at {settings['vault_address']} "
+                    f"(transit key {settings['transit_key']})")
         try:
             if "--format" in args:
                 format_volume(settings, key)
@@ -246,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # one journal line, not a traceback
         print(f"store volume: {exc.strerror} ({exc.filename})", file=sys.stderr)
         return 1
+    except Terminated as exc:
+        print(f"store volume: {exc} before the volume was mounted", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

@@ -4,15 +4,20 @@ Steps, each of which stops the start with one clear line in the journal:
 
 1. check the manifest's and the bundle's signatures offline against the pinned public
    keys (before asking Vault for anything: a tampered model costs no unwrap);
-2. unwrap the data key through Vault's transit ``decrypt`` with this host's own AppRole
-   token (the one ``citadel-agent@gpu`` keeps in its sink); the key stays in memory;
+2. unwrap the data key through Vault's transit ``decrypt`` with this host's own token (the
+   one ``citadel-agent@gpu`` keeps in its sink); the key stays in memory. At boot the agent
+   may not have logged in yet, or Vault may be away: the unseal waits, with one journal
+   line per wait, for as long as it takes (``citadel_runtime.transit`` lists what is waited
+   out and what is refused at once); ``--wait-seconds N`` or the settings' ``wait_seconds``
+   bound the wait;
 3. mount a fresh tmpfs (mode 0700, owned by the model service's user, nosuid, nodev,
    noexec, sized to the model) and decrypt every file into it, checking every chunk's tag
    and every file's SHA-256;
 4. hand the files to the model service's user (0400, directories 0700).
 
-On any failure the tmpfs is unmounted, which drops every byte written to it: no partial
-plaintext survives, and none ever reaches persistent disk. ``--stop`` unmounts;
+On any failure, and on SIGTERM (systemd stopping the unit, at any step), the tmpfs is
+unmounted, which drops every byte written to it: no partial plaintext survives, and none
+ever reaches persistent disk. ``--stop`` unmounts;
 ``--check`` (read-only, for ``citadel audit``) compares what is served with the signed
 manifest.
 
@@ -22,26 +27,23 @@ substitution (signature and tags checked before anything is served).
 Example (what the unit runs; the settings are in ``/etc/citadel/models/NAME.json``)::
 
     python3 -m citadel_runtime.unseal llama-3-8b
+    python3 -m citadel_runtime.unseal --wait-seconds 60 llama-3-8b   # gives up after a minute of waiting
     python3 -m citadel_runtime.unseal --stop llama-3-8b
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import ssl
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from citadel_runtime import transit
 from citadel_runtime.layout import MODEL_CONFIG_DIR
+from citadel_runtime.waits import Terminated, journal, raise_on_sigterm, wait_seconds_option
 
 CONFIG_DIR = Path(MODEL_CONFIG_DIR)
-TOKEN_WAIT = 120  # seconds to wait for the agent's first login
 HEADROOM = 16 << 20  # bytes of tmpfs beyond the model's plaintext size (directories, rounding)
 
 
@@ -70,48 +72,17 @@ def load_config(name: str, config_dir: Path = CONFIG_DIR) -> dict:
                          "model-store", what=f"model {name}: ")
 
 
-def _token(path: Path, wait: float) -> str:
-    """The agent's token; at boot the agent may still be logging in, so wait a little."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            token = path.read_text().strip()
-        except OSError:
-            token = ""
-        if token:
-            return token
-        if time.monotonic() >= deadline:
-            raise UnsealError(f"no Vault token at {path} after {wait:.0f} s: is citadel-agent@gpu running and logged in?")
-        time.sleep(2)
+def unwrap(config: dict, wrapped: str, transit_key: str, name: str, wait_seconds: float | None = None) -> bytes:
+    """The data key, from Vault's transit decrypt with the host's own token. Never written anywhere.
 
-
-def unwrap(config: dict, wrapped: str, transit_key: str) -> bytes:
-    """The data key, from Vault's transit decrypt with the host's own token. Never written anywhere."""
-    token = _token(Path(config["token_file"]), float(config.get("token_wait", TOKEN_WAIT)))
-    url = f"{config['vault_address'].rstrip('/')}/v1/{config['transit_mount']}/decrypt/{transit_key}"
-    request = urllib.request.Request(url, data=json.dumps({"ciphertext": wrapped}).encode(), method="POST",
-                                     headers={"X-Vault-Token": token, "Content-Type": "application/json"})
-    context = ssl.create_default_context(cafile=config["vault_ca"])
+    Waits (one journal line per wait) while the agent has no token yet or Vault cannot answer;
+    what is waited out and what is refused at once: ``citadel_runtime.transit``.
+    """
     try:
-        with urllib.request.urlopen(request, context=context, timeout=30) as response:
-            answer = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            # Vault's messages span lines ("1 error occurred:\n\t* ..."): one journal line.
-            errors = " ".join("; ".join(json.loads(exc.read()).get("errors") or []).split())
-        except ValueError:
-            errors = ""
-        raise UnsealError(f"Vault refused to unwrap the data key (HTTP {exc.code}{': ' + errors if errors else ''})") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or type(exc).__name__
-        raise UnsealError(f"cannot reach Vault at {config['vault_address']} to unwrap the data key ({reason})") from None
-    try:
-        key = base64.b64decode(answer["data"]["plaintext"])
-    except (KeyError, TypeError, ValueError):
-        raise UnsealError("Vault's answer to the unwrap held no data key") from None
-    if len(key) != 32:
-        raise UnsealError("the unwrapped data key is not 32 bytes")
-    return key
+        return transit.unwrap(config, wrapped, transit_key, key_name="the data key", wait_seconds=wait_seconds,
+                              log=lambda line: journal(f"model {name}: {line}"))
+    except transit.TransitError as exc:
+        raise UnsealError(str(exc)) from None
 
 
 def is_mounted(mount: str) -> bool:
@@ -150,7 +121,7 @@ def hand_over(mount: str, uid: int, gid: int) -> None:
     os.chown(mount, uid, gid)
 
 
-def run(name: str, config_dir: Path = CONFIG_DIR) -> str:
+def run(name: str, config_dir: Path = CONFIG_DIR, wait_seconds: float | None = None) -> str:
     import pwd
 
     from citadel_runtime.sealed import SealError, read_manifest, unseal
@@ -169,12 +140,13 @@ def run(name: str, config_dir: Path = CONFIG_DIR) -> str:
     if manifest.model != config["model"] or (config.get("revision") and manifest.revision != config["revision"]):
         raise UnsealError(f"refused: {sealed} holds {manifest.model}/{manifest.revision}, "
                           f"not {config['model']}/{config.get('revision')} as the inventory assigns")
-    key = unwrap(config, manifest.wrapped_key, manifest.transit_key)  # 2
+    key = unwrap(config, manifest.wrapped_key, manifest.transit_key, name, wait_seconds)  # 2
     size = sum(e.size for e in manifest.files) + HEADROOM
-    # Root's while decrypting (this unit has no CAP_DAC_OVERRIDE to write into another
-    # user's 0700 directory), the model user's once complete.
-    mount_tmpfs(mount, size, 0, 0)  # 3
     try:
+        # Root's while decrypting (this unit has no CAP_DAC_OVERRIDE to write into another
+        # user's 0700 directory), the model user's once complete. Inside the try: a SIGTERM
+        # right after the mount still unmounts.
+        mount_tmpfs(mount, size, 0, 0)  # 3
         unseal(sealed, mount, key, keys)
         hand_over(mount, user.pw_uid, user.pw_gid)  # 4
     except BaseException as exc:
@@ -226,11 +198,16 @@ def check(name: str, config_dir: Path = CONFIG_DIR) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: python3 -m citadel_runtime.unseal [--wait-seconds N] MODEL | --stop MODEL | --check MODEL"
+    try:
+        args, wait_seconds = wait_seconds_option(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as exc:
+        print(f"{exc}\n{usage}", file=sys.stderr)
+        return 2
     stopping, checking = "--stop" in args, "--check" in args
     names = [a for a in args if not a.startswith("--")]
-    if len(names) != 1:
-        print("usage: python3 -m citadel_runtime.unseal [--stop | --check] MODEL", file=sys.stderr)
+    if len(names) != 1 or len(args) != 1 + stopping + checking or (stopping and checking):
+        print(usage, file=sys.stderr)
         return 2
     name = names[0]
     try:
@@ -245,11 +222,15 @@ def main(argv: list[str] | None = None) -> int:
             unmount(load_config(name)["mount"])
             print(f"model {name}: unmounted; its plaintext is gone")
         else:
-            print(f"model {name}: {run(name)}")
+            raise_on_sigterm()  # a stop while it waits or decrypts unwinds through run()'s unmount
+            print(f"model {name}: {run(name, wait_seconds=wait_seconds)}")
         return 0
     except UnsealError as exc:
         print(f"model {name}: {exc}", file=sys.stderr)
         return 1
+    except Terminated as exc:
+        print(f"model {name}: {exc} before the model was served; no plaintext was left behind", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

@@ -178,7 +178,7 @@ def run_deploy(
     """Apply roles to hosts; see the module docstring. Never raises for a host's failure.
 
     `host_data` is added to every host's data: what a command asks of its roles beyond the
-    inventory (``citadel secrets rotate approle-secret-id`` sets ``citadel_redeliver``).
+    inventory (tests use it to pass what a command would).
     """
     roles = select_roles(role_names)
     names = select_hosts(site, limit)

@@ -48,8 +48,8 @@ def lab_inventory(lab, model: str | None = None) -> dict:
     container_links = sorted({f"{h.controller_address}/32" for h in lab.hosts})
     return {
         "site": f"lab-{lab.name}",
-        # `citadel vault serve --lab` listens there too; the hosts' only route leads to it.
-        "vault": {"address": f"https://{lab.vault_address or '127.0.0.1'}:8200", "flavor": "openbao"},
+        # `citadel vault serve --lab` listens there too; the hosts' only route (the VM's forward) leads to it.
+        "vault": {"address": f"https://{lab.vault_address or '127.0.0.1'}:{lab.vault_port}", "flavor": "openbao"},
         "ssh": {"user": lab.ssh_user, "key": str(lab.ssh_key)},
         "networks": {"ssh_allowed": container_links, "gateway_allowed": container_links},
         "vllm": LAB_VLLM | {

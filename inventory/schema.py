@@ -194,6 +194,37 @@ class Host(Strict):
         return groups
 
 
+class Lifetimes(Strict):
+    """How long each credential a host holds lives, in seconds (`citadel vault bootstrap` sets them).
+
+    Every one is renewed by the host's own Vault agent before it ends; only a host that is
+    off (or cut off from Vault) for longer than ``host_credential_seconds`` needs a deploy
+    to come back. Shorten them in a lab to see renewals within minutes.
+    """
+
+    # A Vault token: the agent renews it and logs in again (with its host credential) after
+    # three lifetimes at most. Short, so a token copied off a host soon stops working.
+    token_seconds: int = Field(1200, ge=60, le=86_400, description="the agent's Vault token (20 min)")
+    # The host's identity certificate, the credential its agent logs in with (Vault's cert
+    # auth). A host that is off for longer than this needs `citadel deploy` to come back.
+    host_credential_seconds: int = Field(
+        7 * 86_400, ge=180, le=90 * 86_400, description="the host's login certificate (7 days)"
+    )
+    # The TLS certificates of the keyguard and the gateway, re-issued by the agent.
+    certificate_seconds: int = Field(72 * 3600, ge=180, le=168 * 3600, description="service TLS certificates (72 h)")
+
+    @model_validator(mode="after")
+    def _renewable(self) -> Lifetimes:
+        # The agent renews its credential with a token; one that outlives fewer than three
+        # tokens leaves no margin for a restart or a short Vault outage.
+        if self.host_credential_seconds < 3 * self.token_seconds:
+            raise ValueError(
+                f"host_credential_seconds ({self.host_credential_seconds}) must be at least three times "
+                f"token_seconds ({self.token_seconds})"
+            )
+        return self
+
+
 class Vault(Strict):
     """The Vault or OpenBao server. VAULT_ADDR / BAO_ADDR override `address` at run time."""
 
@@ -203,6 +234,7 @@ class Vault(Strict):
     kv_mount: Name = "citadel"
     transit_mount: Name = "citadel-transit"
     pki_mount: Name = "citadel-pki"
+    lifetimes: Lifetimes = Lifetimes()
 
     @field_validator("address")
     @classmethod

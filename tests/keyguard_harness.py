@@ -72,10 +72,12 @@ class Keyguard(Gateway):
     """The real keyguard process serving `models`, each a recording stand-in on its own socket.
 
     `descriptors`: the keyguard's descriptor limit (soft and hard), as a host could set it.
+    `arguments`: more of its command line (``("--client-ca", CA, "--crl", CRL)``, say).
     """
 
     models: tuple[str, ...] = ("tiny",)
     descriptors: int | None = None
+    arguments: tuple[str, ...] = ()
     served: dict[str, UnixRecordingUpstream] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -109,7 +111,7 @@ class Keyguard(Gateway):
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "citadel_runtime.keyguard", "--listen", f"127.0.0.1:{self.port}",
                  "--tls", str(w / "tls.pem"), "--keys", str(w / "keys.json"), "--upstream", f"unix:{self.template}",
-                 "--upstream-key", str(w / "vllm.env")],
+                 "--upstream-key", str(w / "vllm.env"), *self.arguments],
                 cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stderr=log, preexec_fn=limit_descriptors)
         deadline = time.monotonic() + 30
         while "listening on" not in self.log():
@@ -129,9 +131,10 @@ class Keyguard(Gateway):
         path = self.workdir / "keyguard.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def reload(self, keys: dict) -> None:
-        """A new key document, then SIGHUP, as the Vault agent does."""
-        (self.workdir / "keys.json").write_text(json.dumps(keys))
+    def reload(self, keys: dict | None = None) -> None:
+        """A new key document (if given), then SIGHUP, as the Vault agent does; returns once reloaded."""
+        if keys is not None:
+            (self.workdir / "keys.json").write_text(json.dumps(keys))
         before = self.log().count("reloaded")
         self.process.send_signal(1)
         deadline = time.monotonic() + 10

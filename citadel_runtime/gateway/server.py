@@ -135,6 +135,25 @@ def tls_context(path: str, client_ca: str | None = None) -> ssl.SSLContext:
     return context
 
 
+def upstream_tls(config: dict) -> ssl.SSLContext | None:
+    """The context for connections to the GPU hosts' keyguards: their certificates checked against
+    Citadel's CA and, when rendered, its revocation list (a host cut off by ``citadel secrets
+    revoke-host`` is refused from the next connection); the gateway's own certificate presented,
+    so the keyguards can refuse a revoked gateway in turn."""
+    ca = config.get("upstream_ca")
+    if not ca:
+        return None
+    context = ssl.create_default_context(cafile=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    crl = config.get("upstream_crl")
+    if crl:
+        context.load_verify_locations(crl)
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    if config.get("upstream_client_certificate"):
+        context.load_cert_chain(config["tls"])  # key and certificate rendered together
+    return context
+
+
 def peer_common_name(writer) -> str | None:
     """The subject CN of the client's verified certificate, if it presented one."""
     cert = writer.get_extra_info("peercert") or {}
@@ -257,10 +276,7 @@ class Gateway:
                                int(config.get("inline_body_bytes", 16 * 1024)))
         self.journal = bool(config.get("journal", True))
         self.audit = Writer(config["audit_log"], read_audit_key(config["audit_key"]), bool(config.get("audit_fail_open")))
-        ca = config.get("upstream_ca")
-        client_tls = ssl.create_default_context(cafile=ca) if ca else None
-        if client_tls:
-            client_tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        client_tls = upstream_tls(config)
         self.pools = {model: Pool(Address.parse(a), client_tls) for model, a in (config.get("upstreams") or {}).items()}
         self.tls = tls_context(config["tls"], config.get("client_ca"))
         recorders = sorted(name for name, policy in self.policies.items() if policy.record_content)
@@ -274,7 +290,8 @@ class Gateway:
 
     def _stamps(self) -> tuple:
         out = []
-        for path in (self.config["tls"], self.config["client_keys"], self.config["upstream_key"]["path"]):
+        watched = [self.config["tls"], self.config["client_keys"], self.config["upstream_key"]["path"]]
+        for path in watched + ([self.config["upstream_crl"]] if self.config.get("upstream_crl") else []):
             try:
                 stat = os.stat(path)
                 out.append((stat.st_mtime_ns, stat.st_ino, stat.st_size))
@@ -287,11 +304,16 @@ class Gateway:
             tls = tls_context(self.config["tls"], self.config.get("client_ca"))
             keys = KeyTable.load(self.config["client_keys"])
             upstream = upstream_keys(self.config["upstream_key"])
+            client_tls = upstream_tls(self.config)
         except (OSError, ValueError, KeyError, ssl.SSLError) as exc:
             log(f"reload ({why}) failed, keeping what is in force: {type(exc).__name__}: {exc}")
             return
         self.tls, self.keys, self.upstream = tls, keys, upstream
-        log(f"reloaded ({why}): certificate, {len(keys.doc.get('clients') or {})} client(s), model server key")
+        for pool in self.pools.values():
+            pool.tls = client_tls
+            pool.close()  # idle connections were checked against the old CA, CRL and certificate
+        log(f"reloaded ({why}): certificate, {len(keys.doc.get('clients') or {})} client(s), model server key, "
+            "revocation list")
 
     async def watch(self) -> None:
         while True:

@@ -141,7 +141,10 @@ class Pool:
             raise UpstreamError("connect", f"cannot connect to the model server ({type(exc).__name__})") from None
 
     def put(self, reader, writer) -> None:
-        if len(self.idle) < self.size and not writer.is_closing():
+        # A connection made under a context since replaced (a new CRL, CA or certificate) is not
+        # reused: the next request to that host is checked against what is in force now.
+        stale = self.tls is not None and writer.get_extra_info("sslcontext") not in (None, self.tls)
+        if len(self.idle) < self.size and not writer.is_closing() and not stale:
             self.idle.append((reader, writer))
         else:
             writer.close()

@@ -50,8 +50,8 @@ def deploy_command(
     second run on an unchanged host changes nothing. Secrets never appear in the output,
     at any verbosity.
 
-    Three roles talk to Vault: vault-agent (a response-wrapped secret-id for each host whose
-    agent must log in anew), model-store (the signing public keys, for hosts that serve a
+    Three roles talk to Vault: vault-agent (a first identity certificate for each host whose
+    agent must log in anew; agents renew it themselves), model-store (the signing public keys, for hosts that serve a
     model) and store-volume (a host's LUKS volume key, for hosts with model_store.luks).
     The address, CA and token are found as for `citadel vault bootstrap` (BAO_ADDR/VAULT_ADDR,
     BAO_CACERT/VAULT_CACERT, BAO_TOKEN/VAULT_TOKEN or a token file; never an argument).

@@ -31,12 +31,10 @@ from deploy.cli.common import (
     vault_call,
     vault_client,
 )
-from deploy.progress import RichDeployListener
-from deploy.secrets import KINDS, approle, client_keys, internal_key, tls, transit
+from deploy.secrets import KINDS, client_keys, hosts, internal_key, tls, transit
 from deploy.secrets.status import collect
 from deploy.secrets.store import Store, vault_errors
 from deploy.vault.bootstrap import seconds
-from deploy.vault.client import Access, resolve
 
 AUTH_HELP = (
     "Server: BAO_ADDR or VAULT_ADDR, else the inventory's vault.address (https only). CA: BAO_CACERT or "
@@ -47,8 +45,9 @@ AUTH_HELP = (
 secrets_app = typer.Typer(
     help=(
         "Rotate and inspect the secrets Citadel manages in Vault/OpenBao: the internal model-server key, "
-        "the gateway's client keys, transit keys and AppRole secret-ids. Old and new overlap during a "
-        "rotation, so no request fails; every rotation is recorded (who, what, when). " + AUTH_HELP
+        "the gateway's client keys, transit keys and the hosts' TLS certificates; cut a host off "
+        "(revoke-host) or let it back in (readmit-host). Old and new overlap during a rotation, so no request "
+        "fails; every change is recorded (who, what, when). " + AUTH_HELP
     ),
     no_args_is_help=True,
 )
@@ -58,29 +57,12 @@ class Kind(str, Enum):
     internal_api_key = "internal-api-key"
     client_key = "client-key"
     transit_key = "transit-key"
-    approle_secret_id = "approle-secret-id"
     tls_cert = "tls-cert"
 
 
 def _store(inventory, token_file):
     site = load_site(inventory)
     return site, Store(vault_client(site, token_file), site.vault.kv_mount)
-
-
-def _redeliver(site, token_file, group: str):
-    """deliver(hosts) for an AppRole rotation: the vault-agent role, forced to hand out new secret-ids."""
-
-    def deliver(hosts: list[str]) -> dict[str, str]:
-        # pyinfra takes longer to import than the rest of the CLI together: only commands that connect load it.
-        from deploy.runner import run_deploy
-
-        with RichDeployListener(err) as listener:
-            report = run_deploy(site, ["vault-agent"], limit=hosts, listener=listener,
-                                vault=Access(lambda: resolve(site.vault, token_file)),
-                                host_data={"citadel_redeliver": {group}})
-        return {name: "; ".join(o.errors) or o.status for name, o in report.hosts.items() if o.status != "ok"}
-
-    return deliver
 
 
 def _grace(text: str) -> dt.timedelta:
@@ -127,7 +109,9 @@ def secrets_status(inventory: InventoryOption, token_file: TokenFileOption = Non
     """Show every secret: version, age, expiry, rotation due date, hosts, last rotation.
 
     One row per secret Citadel manages: the internal model-server key, each gateway client
-    key, each transit key, each host group's AppRole secret-id and the PKI root CA. A
+    key, each transit key, each host group's identities (the certificates the hosts' agents
+    log in with, renewed by them; revoked hosts are named), TLS certificates and the PKI
+    root CA. A
     secret is *due* when it is older than the site's rotation policy
     (settings.transit_key_max_age_days, 90 days by default) or about to expire; *overlap*
     means a rotation is waiting for `rotate ... --finish`; *rotating* means one stopped
@@ -211,7 +195,7 @@ def secrets_rotate(
     name: Annotated[
         str | None,
         typer.Argument(help="client-key: the client; transit-key: the key (model-data, model-signing, audit-chain, store-volume); "
-                       "approle-secret-id, tls-cert: the group (gpu, gateway).", show_default=False),
+                       "tls-cert: the group (gpu, gateway).", show_default=False),
     ] = None,
     inventory: InventoryOption = ...,
     finish: Annotated[
@@ -238,10 +222,6 @@ def secrets_rotate(
       key is rewrapped, and --finish raises min_decryption_version so old ciphertexts are
       refused. model-signing and audit-chain keep old versions for verification;
       store-volume keeps them so the hosts' wrapped LUKS volume keys still open.
-    * `approle-secret-id GROUP`: every host of the group gets a new secret-id, delivered
-      by the vault-agent role over SSH (response-wrapped, bound to the host's address);
-      --finish destroys all others of the role (the previous ones, and any orphaned or
-      issued by hand), keeping each host's newest.
     * `tls-cert GROUP`: every host of the group has its agent issue a new certificate (the
       private key never leaves the host) and reload its service; the command waits until
       PKI shows them all (--wait). --finish revokes the previous certificates.
@@ -277,13 +257,74 @@ def secrets_rotate(
             key, result = vault_call(client_keys.rotate, store, name, period)
     elif kind is Kind.transit_key:
         result = vault_call(transit.finish if finish else transit.rotate, store, mount, name, progress=_progress)
-    elif kind is Kind.tls_cert:
-        if finish:
-            result = vault_call(tls.finish, store, site, name, progress=_progress)
-        else:
-            result = vault_call(tls.rotate, store, site, name, wait=wait, progress=_progress)
     elif finish:
-        result = vault_call(approle.finish, store, site, name, progress=_progress)
+        result = vault_call(tls.finish, store, site, name, progress=_progress)
     else:
-        result = vault_call(approle.rotate, store, site, name, _redeliver(site, token_file, name), progress=_progress)
+        result = vault_call(tls.rotate, store, site, name, wait=wait, progress=_progress)
     _print_result(result, as_json, key)
+
+
+@secrets_app.command("revoke-host")
+def secrets_revoke_host(
+    host: Annotated[str, typer.Argument(help="The host to cut off (its name in the inventory).")],
+    inventory: InventoryOption,
+    token_file: TokenFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cut one host off from Vault and from its peers; it stays out across reboots.
+
+    For a host that is lost, stolen or suspected compromised. In this order, each step safe
+    to repeat: the host is recorded as revoked (the bootstrap and the vault-agent role then
+    refuse it); its identity roles are deleted, so its agent's next login fails whatever it
+    holds; its live tokens are revoked, so it loses Vault at once; every certificate the PKI
+    issued to it is revoked and the CRL rebuilt, so the other hosts' agents render the new
+    CRL within their render interval (30 s) and the gateway and the keyguards refuse it.
+
+    What it had already rendered (its own TLS certificate, keys) stays on its disk: rotate
+    the secrets it could read (`rotate internal-api-key`, and for a gateway host the client
+    keys and `transit-key audit-chain`) if it may be in the wrong hands. The other hosts keep
+    serving throughout.
+
+    Exit 0 when revoked (also when it already was: the steps are re-checked), 1 when Vault
+    failed midway (re-run the same command), 2 when the host is not in the inventory.
+
+    Example: `citadel secrets revoke-host gpu2 -i site.yaml`
+    """
+    site, store = _store(inventory, token_file)
+    result = vault_call(hosts.revoke, store.client, store, site, host)
+    if as_json:
+        out.print_json(json.dumps(result.as_dict()))
+        return
+    again = " (it already was: checked again)" if result.already else ""
+    out.print(f"host {host}: revoked{again}; {len(result.roles)} identity role(s) deleted, {result.tokens} token(s) "
+              f"and {result.certificates} certificate(s) revoked", highlight=False)
+    out.print(f"  its peers refuse it within 30 s; `citadel secrets readmit-host {host}` lets it back in",
+              highlight=False)
+
+
+@secrets_app.command("readmit-host")
+def secrets_readmit_host(
+    host: Annotated[str, typer.Argument(help="The revoked host to let back in.")],
+    inventory: InventoryOption,
+    token_file: TokenFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Let a host cut off by `revoke-host` back in (after it was rebuilt or found safe).
+
+    Removes the revocation record and makes the host's identity roles again. The host gets
+    a new identity from the next deploy of the vault-agent role
+    (`citadel deploy -i site.yaml --limit HOST`); its old certificates stay revoked.
+
+    Exit 0 when readmitted (also when it was not revoked), 1 when Vault failed (re-run),
+    2 when the host is not in the inventory.
+
+    Example: `citadel secrets readmit-host gpu2 -i site.yaml`
+    """
+    site, store = _store(inventory, token_file)
+    was = vault_call(hosts.readmit, store.client, store, site, host)
+    if as_json:
+        out.print_json(json.dumps({"host": host, "was_revoked": was}))
+        return
+    state = "readmitted" if was else "was not revoked; its identity roles are in place"
+    out.print(f"host {host}: {state}; deploy it to give it a new identity: citadel deploy -i INVENTORY --limit {host}",
+              highlight=False)

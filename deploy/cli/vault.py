@@ -150,9 +150,11 @@ def vault_bootstrap(
     with keys `model-data` (aes256-gcm96), `model-signing` (ecdsa-p256), `audit-chain`
     (hmac) and `store-volume` (aes256-gcm96, LUKS volume keys), none exportable or
     deletable; a PKI mount with an internal root CA and roles
-    `host` and `gateway` for short-lived certificates of the inventory's own names; an
-    AppRole auth mount with roles `citadel-gpu` and `citadel-gateway`, bound to their hosts'
-    addresses and to the policies in deploy/vault/policies/. Each item is reported as
+    `host` and `gateway` for short-lived certificates of the inventory's own names, and
+    `agent-gpu`, `agent-gateway` for the hosts' identities; a cert auth mount with one role
+    per host and group (GROUP-HOST: that host's identity only, tokens bound to its address,
+    the policies in deploy/vault/policies/), none for a host revoked by `citadel secrets
+    revoke-host`. Lifetimes come from the inventory's vault.lifetimes. Each item is reported as
     created, updated or unchanged; a second run changes nothing.
 
     Server: BAO_ADDR or VAULT_ADDR, else the inventory's vault.address (https only). CA:
@@ -195,10 +197,10 @@ def vault_audit(inventory: InventoryOption, token_file: TokenFileOption = None, 
 
     Controls (each with a rationale and HIPAA 164.312, NIST SP 800-53 r5, OWASP LLM and
     threat references, in `hardening/vault/controls.py`): Vault reached over verified TLS
-    only; an audit device enabled; no root token in use by Citadel; host AppRoles with
-    short TTLs and bound to their hosts' addresses; no wildcard paths in Citadel's
+    only; an audit device enabled; no root token in use by Citadel; host identities with
+    short TTLs, one host each, tokens bound to their hosts' addresses; no wildcard paths in Citadel's
     policies; transit keys younger than settings.transit_key_max_age_days, not
-    exportable or deletable; the PKI root CA not near expiry; API keys and secret-ids
+    exportable or deletable; the PKI root CA not near expiry; API keys
     rotated within the policy and no rotation stopped midway.
 
     Use an auditor's token (`hardening/vault/auditor.hcl` lists the reads it needs), not

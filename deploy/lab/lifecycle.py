@@ -30,13 +30,14 @@ from deploy.lab.host import LabHost
 from deploy.lab.reboot import CONTAINER_TIMEOUT_S, reboot_container, reboot_vm
 from deploy.lab.ssh import known_hosts_line
 from deploy.lab.vm import SSH_TIMEOUT_S as VM_SSH_TIMEOUT_S
-from deploy.lab.vm import start_vm, stop_vm, vm_leftovers, vm_running
+from deploy.lab.vm import check_vault_forward, start_vm, stop_vm, vm_leftovers, vm_running
 
 SSH_USER = containers.USER
 INOTIFY = Path("/proc/sys/fs/inotify/max_user_instances")
 INOTIFY_TARGET = 8192
 INOTIFY_ORIGINAL = ".inotify-original"
 MAX_HOSTS = 99
+VAULT_PORT = 8200  # where `citadel vault serve --lab` listens unless told otherwise
 
 Progress = Callable[[str], None]
 
@@ -48,7 +49,8 @@ class Lab:
     ssh_user: str
     ssh_key: Path
     apt_repo: Path
-    vault_address: str | None = None  # where its container hosts reach this machine's Vault
+    vault_address: str | None = None  # where its hosts reach this machine's Vault (the VM too, when it has one)
+    vault_port: int = VAULT_PORT  # ... on this port (the VM's forward is made for it when the VM boots)
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -115,6 +117,7 @@ def _lab_from_state(st: dict[str, Any]) -> Lab:
         ssh_key=Path(st["ssh_key"]),
         apt_repo=Path(st["apt_repo"]),
         vault_address=network.vault_address(st["subnet"]) if st.get("host_count") else None,
+        vault_port=int(st.get("vault_port", VAULT_PORT)),
     )
 
 
@@ -180,9 +183,16 @@ def up(
     *,
     name: str = "citadel",
     subnet: str = "10.77.0.0/16",
+    vault_port: int = VAULT_PORT,
     progress: Progress | None = None,
 ) -> Lab:
-    """Create the lab (or return it when it already exists with this shape) with SSH-ready hosts."""
+    """Create the lab (or return it when it already exists with this shape) with SSH-ready hosts.
+
+    The hosts reach this machine's Vault at the lab's Vault address on ``vault_port``: the
+    containers through their link, the VM through a forward made when it boots (so the
+    port is fixed now; with no container host there is no lab Vault address, and the VM
+    reaches nothing).
+    """
     say = progress or (lambda _text: None)
     state.check_name(name)
     _require_root()
@@ -191,6 +201,8 @@ def up(
         raise LabError(f"a lab has 0 to {MAX_HOSTS} container hosts; {hosts} was asked for.")
     if hosts == 0 and not vm:
         raise LabError("a lab needs at least one host: ask for --hosts 1 or more, or --vm.")
+    if not 1024 <= vault_port <= 65534:
+        raise LabError(f"the lab's Vault port must be between 1024 and 65534 (Vault also uses the next), not {vault_port}.")
     _require_tools(vm)
 
     existing = state.load(name)
@@ -199,12 +211,14 @@ def up(
             existing.get("host_count") == hosts
             and bool(existing.get("vm")) == vm
             and existing.get("subnet") == subnet
+            and existing.get("vault_port", VAULT_PORT) == vault_port
             and existing.get("complete")
         )
         if not same:
             raise LabError(
                 f"a lab named {name} already exists with another shape "
-                f"({existing.get('host_count')} hosts, vm={bool(existing.get('vm'))}, subnet {existing.get('subnet')}); "
+                f"({existing.get('host_count')} hosts, vm={bool(existing.get('vm'))}, subnet {existing.get('subnet')}, "
+                f"Vault port {existing.get('vault_port', VAULT_PORT)}); "
                 "run `citadel lab down` first."
             )
         lab_dir = state.lab_dir(name)
@@ -219,6 +233,9 @@ def up(
 
     network.plan(name, subnet, max(hosts, 1))  # validates the subnet and its size
     network.check_subnet_free(subnet)
+    vm_vault = (network.vault_address(subnet), vault_port) if vm and hosts else None
+    if vm_vault:
+        check_vault_forward(vm_vault[0])  # before anything is made
 
     lab_dir = state.lab_dir(name)
     started = time.monotonic()
@@ -227,6 +244,7 @@ def up(
         "subnet": subnet,
         "host_count": hosts,
         "vm": vm,
+        "vault_port": vault_port,
         "complete": False,
         "lab_dir": str(lab_dir),
         "hosts": [],
@@ -288,7 +306,7 @@ def up(
 
         if vm:
             say("starting the VM host (about half a minute)")
-            vm_host = start_vm(lab_dir, key, repo, say)
+            vm_host = start_vm(lab_dir, key, repo, say, vault=vm_vault)
             st["vm_host"] = {
                 "name": vm_host.name,
                 "kind": vm_host.kind,

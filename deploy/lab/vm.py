@@ -18,17 +18,28 @@ How it is made:
   before sshd starts. The local apt repository is shared read-only over 9p too (tag
   ``citadelrepo``) and mounted at /srv/citadel-repo.
 * Air-gapped: ``-netdev user,restrict=on`` (no outbound traffic) with only a forward of a free
-  127.0.0.1 port to the VM's port 22.
+  127.0.0.1 port to the VM's port 22, and one way out: to the lab's Vault, at the same
+  address and port the container hosts use (``https://10.77.0.1:8200`` by default), so the
+  whole lab shares one inventory. A ``guestfwd`` rule has qemu run ``deploy/lab/relay.py``
+  for each connection the VM opens there, which relays it to that port on this machine's
+  127.0.0.1, where the lab's Vault listens too (``citadel vault serve`` always does). Vault
+  sees the VM come from 127.0.0.1, its address in the inventory, which its tokens are bound
+  to. qemu accepts a ``guestfwd`` address only inside the VM's own network, so that network
+  is 10.0.0.0/8 (holding every lab subnet inside 10.0.0.0/8), with qemu's usual addresses:
+  this machine 10.0.2.2, the VM 10.0.2.15.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -56,6 +67,14 @@ CPUS = 2
 # but took longer. $CITADEL_VM_SSH_TIMEOUT overrides.
 SSH_TIMEOUT_S = 420.0
 CONTROLLER_ADDRESS = "10.0.2.2"  # qemu user networking: the host as the guest sees it
+# The VM's user network: qemu's usual addresses (this machine .2.2, DNS .2.3, the VM from
+# .2.15) in a network wide enough to hold the lab's Vault address, which a guestfwd rule
+# may name only inside it.
+GUEST_NETWORK = "10.0.0.0/8"
+GUEST_DNS = "10.0.2.3"
+GUEST_DHCP_START = "10.0.2.15"
+QEMU_OWN = "10.0.2.0/24"  # qemu's own addresses in it: no Vault address may fall here
+RELAY = Path(__file__).with_name("relay.py")
 REPO_MOUNT = "/srv/citadel-repo"
 REPO_TAG = "citadelrepo"
 SEED_TAG = "citadelseed"
@@ -304,7 +323,33 @@ def _make_seed(seed: Path, controller_key: Path) -> str:
     return host_key
 
 
-def _qemu_command(vm_dir: Path, image: Path, port: int, apt_repo: Path) -> list[str]:
+def check_vault_forward(address: str) -> None:
+    """Raise LabError unless the VM can be given a route to the lab's Vault at ``address``."""
+    ip = ipaddress.ip_address(address)
+    if ip not in ipaddress.ip_network(GUEST_NETWORK) or ip in ipaddress.ip_network(QEMU_OWN):
+        raise LabError(
+            f"the lab's Vault address {address} cannot be forwarded into the VM: qemu forwards only addresses "
+            f"inside the VM's network {GUEST_NETWORK}, and {QEMU_OWN} is qemu's own. Give the lab a subnet inside "
+            f"{GUEST_NETWORK} and outside {QEMU_OWN} (the default 10.77.0.0/16 is)."
+        )
+
+
+def _netdev(port: int, vault: tuple[str, int] | None) -> str:
+    """qemu's user network: SSH forwarded in from 127.0.0.1:``port``; out, only to ``vault`` (address, port)."""
+    spec = (
+        f"user,id=net0,restrict=on,net={GUEST_NETWORK},host={CONTROLLER_ADDRESS},dns={GUEST_DNS},"
+        f"dhcpstart={GUEST_DHCP_START},hostfwd=tcp:127.0.0.1:{port}-:22"
+    )
+    if vault is None:
+        return spec
+    address, vault_port = vault
+    check_vault_forward(address)
+    # qemu runs this per connection (a shell-quoted command line); a comma is doubled in its options.
+    relay = shlex.join([sys.executable, "-I", str(RELAY), str(vault_port)]).replace(",", ",,")
+    return f"{spec},guestfwd=tcp:{address}:{vault_port}-cmd:{relay}"
+
+
+def _qemu_command(vm_dir: Path, image: Path, port: int, apt_repo: Path, vault: tuple[str, int] | None) -> list[str]:
     return [
         "qemu-system-x86_64",
         "-name", NAME,
@@ -320,7 +365,7 @@ def _qemu_command(vm_dir: Path, image: Path, port: int, apt_repo: Path) -> list[
         "-initrd", str(image / "initrd.img"),
         "-append", KERNEL_APPEND,
         "-drive", f"if=virtio,format=qcow2,file={vm_dir / OVERLAY},cache=unsafe",
-        "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+        "-netdev", _netdev(port, vault),
         "-device", "virtio-net-pci,netdev=net0",
         "-virtfs", f"local,path={vm_dir / SEED_DIR},mount_tag={SEED_TAG},security_model=none,readonly=on",
         "-virtfs", f"local,path={apt_repo},mount_tag={REPO_TAG},security_model=none,readonly=on",
@@ -331,9 +376,17 @@ def _qemu_command(vm_dir: Path, image: Path, port: int, apt_repo: Path) -> list[
 
 
 def start_vm(
-    lab_dir: Path, controller_key: Path, apt_repo: Path, progress: Callable[[str], None] | None = None
+    lab_dir: Path,
+    controller_key: Path,
+    apt_repo: Path,
+    progress: Callable[[str], None] | None = None,
+    vault: tuple[str, int] | None = None,
 ) -> LabHost:
-    """Boot the lab VM (fresh, from the cached base image) and return it once SSH answers."""
+    """Boot the lab VM (fresh, from the cached base image) and return it once SSH answers.
+
+    ``vault``: the (address, port) where the lab's hosts reach its Vault; the VM reaches it
+    there too, relayed to that port on 127.0.0.1 (None: the VM reaches nothing).
+    """
     say = progress or (lambda _text: None)
     if shutil.which("qemu-system-x86_64") is None:
         raise LabError("qemu-system-x86_64 was not found: install it with `apt-get install -y qemu-system-x86 qemu-utils`.")
@@ -364,7 +417,7 @@ def start_vm(
             log.unlink(missing_ok=True)
             started = time.monotonic()
             result = subprocess.run(
-                _qemu_command(vm_dir, image, port, apt_repo), stdin=subprocess.DEVNULL, capture_output=True, text=True
+                _qemu_command(vm_dir, image, port, apt_repo, vault), stdin=subprocess.DEVNULL, capture_output=True, text=True
             )
             if result.returncode == 0:
                 break

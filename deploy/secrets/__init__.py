@@ -10,7 +10,7 @@
 - :mod:`deploy.secrets.internal_key` rotates the key the gateway presents to vLLM;
 - :mod:`deploy.secrets.transit` rotates transit keys and rewraps model data keys;
 - :mod:`deploy.secrets.tls` has the hosts' agents issue new TLS certificates;
-- :mod:`deploy.secrets.approle` rotates the AppRole secret-ids of host groups;
+- :mod:`deploy.secrets.hosts` revokes a host's identity (and readmits it);
 - :mod:`deploy.secrets.status` gathers every secret's version, age, expiry and hosts.
 
 Every rotation is a small state machine kept in KV under ``admin/rotation/<kind>/<name>``:
@@ -32,6 +32,5 @@ KINDS = {
     "internal-api-key": False,
     "client-key": True,
     "transit-key": True,
-    "approle-secret-id": True,
     "tls-cert": True,
 }

@@ -1,7 +1,8 @@
 """Every secret Citadel manages: version, age, expiry, rotation due date, hosts, last rotation.
 
 Read-only. One row per secret: the internal model-server key, each gateway client key,
-each transit key, each group's AppRole secret-id, each group's host TLS certificates (issued
+each transit key, each group's host identities (the certificates agents log in with; revoked
+hosts named), each group's host TLS certificates (issued
 by the hosts' agents: the rotation generation, and the soonest expiry of the newest
 certificate of each host, "missing" while a host has none) and the PKI root CA. "Rotate by" is the last
 rotation plus the site's rotation policy (``settings.transit_key_max_age_days``, 90 days by
@@ -18,10 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from deploy.secrets import approle, client_keys, internal_key, overlap, tls, transit
+from deploy.secrets import client_keys, internal_key, overlap, tls, transit
 from deploy.secrets.store import Store, now, parse_time
 from deploy.vault.bootstrap import TRANSIT_KEYS
+from deploy.vault.identity import agent_pki_role, revoked_hosts
 from deploy.vault.policies import GROUPS
+
+KIND_IDENTITY = "host-identity"
 
 # Which host groups hold (or use) each kind of secret: "where it is deployed".
 GROUPS_OF = {
@@ -30,6 +34,7 @@ GROUPS_OF = {
     "transit-key": ("gpu",),  # model-data decrypt, model-signing verify
     "tls-ca": ("gpu", "gateway"),
     "tls-cert": ("gpu", "gateway"),
+    "host-identity": ("gpu", "gateway"),
 }
 TRANSIT_GROUPS = {"model-data": ("gpu",), "model-signing": ("gpu",), "audit-chain": ("gateway",),
                   "store-volume": ("gpu",)}
@@ -86,7 +91,7 @@ def collect(store: Store, site, trail_limit: int = 500) -> list[dict]:
                          _hosts(site, GROUPS_OF["client-key"]), when, max_age, phase=_phase(entry, when),
                          detail=f"key id {cur['key_id']} (stored as a SHA-256 hash)"))
     rows.extend(_transit_rows(store, site, when, max_age))
-    rows.extend(_approle_rows(store, site, when, max_age))
+    rows.extend(_identity_rows(store, site, when, max_age))
     rows.extend(_tls_rows(store, site, when, max_age))
     rows.extend(_ca_rows(store, site, when, max_age))
     last = {}
@@ -132,25 +137,28 @@ def _transit_rows(store, site, when, max_age) -> list[dict]:
     return rows
 
 
-def _approle_rows(store, site, when, max_age) -> list[dict]:
+def _identity_rows(store, site, when, max_age) -> list[dict]:
+    """Per group: the newest identity of each host (renewed by its agent), revoked hosts apart."""
     rows = []
+    certificates = tls.Certificates(store.client, site.vault.pki_mount)
+    revoked = revoked_hosts(store)
     for group in GROUPS:
         hosts = site.hosts_in(group)
         if not hosts:
             continue
-        ids = approle.secret_ids(store, group)
-        newest = approle.newest_by_host(ids, hosts)
-        state, _ = store.state(approle.KIND, group)
-        without = sorted(set(hosts) - set(newest))
+        out = sorted(h for h in hosts if h in revoked)
+        serving = [h for h in hosts if h not in revoked]
+        newest = certificates.latest(agent_pki_role(group), serving)
+        gone = f"; revoked: {', '.join(out)} (`citadel secrets readmit-host`)" if out else ""
+        without = sorted(set(serving) - set(newest))
         if without:
-            rows.append(_row(approle.KIND, group, int(state.get("target", 0)), None, hosts, when, max_age,
-                             phase="missing", detail=f"no secret-id for {', '.join(without)}: deploy the vault-agent role"))
+            rows.append(_row(KIND_IDENTITY, group, 0, None, hosts, when, max_age, phase="missing",
+                             detail=f"no identity for {', '.join(without)}: deploy the vault-agent role{gone}"))
             continue
-        issued = min(parse_time(s.created) for s in newest.values())
-        ends = [parse_time(s.expires) for s in newest.values() if s.expires]
-        rows.append(_row(approle.KIND, group, int(state.get("target", 0)), issued, hosts, when, max_age,
-                         expires=min(ends) if ends else None, phase=_state_phase(state),
-                         detail=f"{len(ids)} live secret-id(s) for {len(hosts)} host(s)"))
+        oldest = min(newest.values(), key=lambda i: i["not_after"]) if newest else None
+        rows.append(_row(KIND_IDENTITY, group, 0, oldest["not_before"] if oldest else None, hosts, when, max_age,
+                         expires=oldest["not_after"] if oldest else None, phase="revoked" if out else "",
+                         detail=f"{len(newest)} host identity(ies); renewed by the agents before they expire{gone}"))
     return rows
 
 

@@ -12,9 +12,14 @@ What it manages (names from the inventory's ``vault`` block), and nothing else:
   (aes256-gcm96: wraps the keys of GPU hosts' optional LUKS2 model store volumes);
 - a PKI mount (``pki_mount``) with an internal root CA, made once, and roles ``host`` and
   ``gateway`` issuing short-lived certificates only for the inventory's own names;
-- an AppRole auth mount (``approle``) and one role per host group, ``citadel-gpu`` and
-  ``citadel-gateway``, bound to the group's hosts' addresses and to the group's policy
-  (``deploy/vault/policies/citadel-<group>.hcl``).
+- a ``cert`` auth mount and one role per host and group (``GROUP-HOST``): the host's agent
+  logs in with its own identity certificate from the PKI role ``agent-GROUP``, gets the
+  group's policy (``deploy/vault/policies/citadel-<group>.hcl``) and a token bound to the
+  host's address (see :mod:`deploy.vault.identity`). Hosts revoked by ``citadel secrets
+  revoke-host`` get no role until they are readmitted.
+
+Lifetimes (token, host credential, certificates) come from the inventory's
+``vault.lifetimes``.
 
 Every item is compared with what the server already has and reported as created, updated
 or unchanged; a second run reports everything unchanged; ``dry_run`` changes nothing.
@@ -36,18 +41,12 @@ from dataclasses import asdict, dataclass, field
 from deploy.secrets import audit_key, client_keys, internal_key, tls, vllm_key
 from deploy.secrets.store import Store
 from deploy.vault import VaultError
+from deploy.vault.identity import CERT_MOUNT, TOKEN_MAX_LIFETIMES, agent_pki_role, identity_role, revoked_hosts
 from deploy.vault.policies import GROUPS, check, policy_name, policy_text, render
 
-APPROLE_MOUNT = "approle"
+LEGACY_APPROLE_MOUNT = "approle"  # how hosts logged in before host identities (only reported now)
 PKI_MAX_TTL = "8760h"  # the root CA lives a year; the mount's max lease must allow that
-CERT_TTL = "72h"  # host certificates are short-lived: renewed by the agent, revoked by expiry
-CERT_MAX_TTL = "168h"
-TOKEN_TTL = "20m"  # an AppRole token expires quickly; the agent renews or logs in again
-TOKEN_MAX_TTL = "1h"
-SECRET_ID_TTL = "24h"
-# The agent logs in again at least hourly (TOKEN_MAX_TTL): 24 logins a day, doubled for
-# restarts. A stolen secret-id is useless after that, or after a day, whichever is first.
-SECRET_ID_NUM_USES = 48
+CRL_CONFIG = {"expiry": "72h", "auto_rebuild": True, "auto_rebuild_grace_period": "24h", "disable": False}
 PKI_ROLE_FOR_GROUP = {"gpu": "host", "gateway": "gateway"}
 
 TRANSIT_KEYS = {
@@ -58,6 +57,12 @@ TRANSIT_KEYS = {
 }
 
 STATUSES = ("created", "updated", "unchanged")
+
+
+def token_limits(site) -> dict:
+    """The TTLs of a host agent's tokens: renewed up to TOKEN_MAX_LIFETIMES, then a new login."""
+    token = site.vault.lifetimes.token_seconds
+    return {"token_ttl": token, "token_max_ttl": token * TOKEN_MAX_LIFETIMES}
 
 
 @dataclass
@@ -110,9 +115,9 @@ def seconds(value) -> int:
 def host_networks(site, name: str) -> list[str]:
     """The /32 or /128 networks of one host; a DNS name is resolved now.
 
-    AppRole binds logins and tokens to source addresses, which must be IPs: a host given by
-    name is resolved here, and one that does not resolve is an error, because binding
-    nothing would let a stolen secret-id log in from anywhere.
+    Tokens are bound to source addresses, which must be IPs: a host given by name is
+    resolved here, and one that does not resolve is an error, because binding nothing would
+    let a token copied off the host work from anywhere.
     """
     address = site.hosts[name].address
     try:
@@ -122,8 +127,8 @@ def host_networks(site, name: str) -> list[str]:
             ips = {ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(address, None)}
         except socket.gaierror:
             raise VaultError(
-                f"hosts.{name}.address: {address} does not resolve, and AppRole needs IP addresses to "
-                "bind logins to: give the host's IP address",
+                f"hosts.{name}.address: {address} does not resolve, and Vault needs IP addresses to "
+                "bind tokens to: give the host's IP address",
                 exit_code=2,
             ) from None
     return sorted(str(ipaddress.ip_network(ip)) for ip in ips)
@@ -216,16 +221,22 @@ class Bootstrapper:
             self._add("mount", path, "updated" if changes else "unchanged", "; ".join(changes) or f"{kind}{' v2' if options else ''}")
         methods = self.client.sys.list_auth_methods()
         methods = methods.get("data", methods)
-        current = methods.get(f"{APPROLE_MOUNT}/")
+        current = methods.get(f"{CERT_MOUNT}/")
         if current is None:
             if not self.dry_run:
-                self.client.sys.enable_auth_method("approle", path=APPROLE_MOUNT, description="Citadel hosts")
-            self.new_mounts.add(f"auth/{APPROLE_MOUNT}")
-            self._add("auth", APPROLE_MOUNT, "created", "approle")
-        elif current["type"] != "approle":
-            raise VaultError(f"auth mount {APPROLE_MOUNT}/ exists with type {current['type']}, not approle")
+                self.client.sys.enable_auth_method("cert", path=CERT_MOUNT, description="Citadel hosts' identities")
+            self.new_mounts.add(f"auth/{CERT_MOUNT}")
+            self._add("auth", CERT_MOUNT, "created", "cert")
+        elif current["type"] != "cert":
+            raise VaultError(f"auth mount {CERT_MOUNT}/ exists with type {current['type']}, not cert")
         else:
-            self._add("auth", APPROLE_MOUNT, "unchanged", "approle")
+            self._add("auth", CERT_MOUNT, "unchanged", "cert")
+        if f"{LEGACY_APPROLE_MOUNT}/" in methods:
+            self.report.notes.append(
+                f"auth mount {LEGACY_APPROLE_MOUNT}/ is no longer used by Citadel (hosts log in with their identity "
+                "certificates since this version); once every host is redeployed, disable it: "
+                f"bao auth disable {LEGACY_APPROLE_MOUNT}"
+            )
 
     # -- transit ---------------------------------------------------------------------
 
@@ -264,6 +275,7 @@ class Bootstrapper:
 
     def pki(self) -> None:
         mount = self.vault.pki_mount
+        lifetimes = self.vault.lifetimes
         issuers = None if mount in self.new_mounts else self.client.list(f"{mount}/issuers")
         if not issuers or not (issuers.get("data") or {}).get("keys"):
             self._write(
@@ -275,6 +287,10 @@ class Bootstrapper:
         else:
             # Never regenerated: every certificate the hosts hold chains to it.
             self._add("pki-root", f"{mount}/citadel-root", "unchanged", "exists; never regenerated")
+        # The revocation list the hosts render and check their peers against: rebuilt before it
+        # expires, with nobody at the controls (an expired CRL would make every peer refuse every
+        # other). `citadel secrets revoke-host` rebuilds it at once.
+        self._converge(f"{mount}/config/crl", "pki-crl", f"{mount}/crl", CRL_CONFIG, mount)
         for group in GROUPS:
             role = PKI_ROLE_FOR_GROUP[group]
             names = group_names(self.site, group)
@@ -296,12 +312,18 @@ class Bootstrapper:
                 "key_type": "ec",
                 "key_bits": 256,
                 "ou": [group],  # tells a host's gpu and gateway certificates apart (deploy.secrets.tls)
-                "ttl": CERT_TTL,
-                "max_ttl": CERT_MAX_TTL,
+                "ttl": lifetimes.certificate_seconds,  # short-lived: renewed by the agent, revoked by expiry
+                "max_ttl": lifetimes.certificate_seconds,
             }
             self._converge(f"{mount}/roles/{role}", "pki-role", f"{mount}/{role}", desired, mount)
+            # The identity the group's agents log in with: client-only, its own OU, so neither
+            # a service certificate nor another group's identity is accepted in its place.
+            identity = {**desired, "server_flag": False, "ou": [agent_pki_role(group)],
+                        "ttl": lifetimes.host_credential_seconds, "max_ttl": lifetimes.host_credential_seconds}
+            agent_role = agent_pki_role(group)
+            self._converge(f"{mount}/roles/{agent_role}", "pki-role", f"{mount}/{agent_role}", identity, mount)
 
-    # -- policies and approle --------------------------------------------------------
+    # -- policies and host identities --------------------------------------------------------
 
     def policies(self) -> None:
         mounts = {"kv_mount": self.vault.kv_mount, "transit_mount": self.vault.transit_mount,
@@ -324,26 +346,34 @@ class Bootstrapper:
                 self._write(f"sys/policies/acl/{name}", {"policy": rendered})
             self._add("policy", name, status, f"from deploy/vault/policies/{name}.hcl")
 
-    def approles(self) -> None:
+    def identities(self) -> None:
+        """One cert auth role per host and group; none for a revoked host."""
+        # In a dry run, mounts it would create hold nothing yet (and reading them fails).
+        unmade = self.new_mounts if self.dry_run else set()
+        ca = None if self.vault.pki_mount in unmade else self._read(f"{self.vault.pki_mount}/cert/ca")
+        ca_pem = ((ca or {}).get("certificate") or "").strip()
+        revoked = {} if self.vault.kv_mount in unmade else revoked_hosts(Store(self.client, self.vault.kv_mount))
         for group in GROUPS:
-            name = policy_name(group)
-            networks = group_networks(self.site, group)
-            if not networks:
-                self.report.notes.append(f"no hosts in group {group}: approle {name} not managed")
-                continue
-            desired = {
-                "token_policies": [name],
-                "token_ttl": TOKEN_TTL,
-                "token_max_ttl": TOKEN_MAX_TTL,
-                "token_num_uses": 0,  # the agent makes many calls with one token
-                "token_type": "service",
-                "bind_secret_id": True,
-                "secret_id_ttl": SECRET_ID_TTL,
-                "secret_id_num_uses": SECRET_ID_NUM_USES,
-                "token_bound_cidrs": networks,
-                "secret_id_bound_cidrs": networks,
-            }
-            self._converge(f"auth/{APPROLE_MOUNT}/role/{name}", "approle", name, desired, f"auth/{APPROLE_MOUNT}")
+            for host in self.site.hosts_in(group):
+                name = identity_role(group, host)
+                if host in revoked:
+                    self.report.notes.append(
+                        f"host {host} is revoked ({revoked[host].get('at', '?')}): no identity role {name}; "
+                        f"`citadel secrets readmit-host {host}` lets it back in"
+                    )
+                    continue
+                desired = {
+                    "certificate": ca_pem,  # only certificates from Citadel's PKI ...
+                    "allowed_common_names": [host],  # ... for this host ...
+                    "allowed_organizational_units": [agent_pki_role(group)],  # ... as this group's identity
+                    "token_policies": [policy_name(group)],
+                    **token_limits(self.site),
+                    "token_type": "service",
+                    "token_bound_cidrs": host_networks(self.site, host),
+                    "display_name": name,
+                }
+                self._converge(f"auth/{CERT_MOUNT}/certs/{name}", "host-identity", name, desired,
+                               f"auth/{CERT_MOUNT}")
 
     def _converge(self, path: str, kind: str, label: str, desired: dict, mount: str) -> None:
         """Create or update the object at `path` so the fields in `desired` match."""
@@ -363,7 +393,7 @@ class Bootstrapper:
         self.transit_keys()
         self.pki()
         self.policies()
-        self.approles()
+        self.identities()
         self.seed_secrets()
         return self.report
 
@@ -419,9 +449,11 @@ class Bootstrapper:
 
 def _same(key: str, have, want) -> bool:
     """Whether a field read back from the server equals the desired value."""
+    if key == "certificate":
+        return (have or "").strip() == want.strip()
     if key.endswith("_cidrs"):
         return _same_networks(have, want)
-    if key.endswith("ttl"):
+    if key.endswith(("ttl", "expiry", "grace_period")):
         try:
             return seconds(have or 0) == seconds(want)
         except ValueError:

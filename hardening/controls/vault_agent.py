@@ -39,8 +39,8 @@ AGENT_RUNNING = Control(
     check=Command(
         command=_per_group(
             'a=$(systemctl is-active citadel-agent@$g); e=$(systemctl is-enabled citadel-agent@$g 2>/dev/null); '
-            # Running is not enough: after a reboot an agent runs without a login (its
-            # wrapped secret-id was single-use) until a deploy delivers a new one.
+            # Running is not enough: an agent whose identity expired or was revoked runs
+            # without a login until a deploy (or readmit-host and a deploy) gives it one.
             f't=$([ -s {AGENT_RUN_ROOT}/$g/token ] && echo logged-in || echo no-token); '
             'echo "citadel-agent@$g $a $e $t"; [ "$a $e $t" = "active enabled logged-in" ] || bad=1'
         ),

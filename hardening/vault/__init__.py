@@ -2,7 +2,7 @@
 
 The host catalog (``hardening/controls/``) runs shell snippets over SSH; these controls
 instead look at Vault through an hvac client: TLS only, an audit device, no root token in
-use, AppRole TTLs and CIDR bindings as bootstrapped, no wildcard policy, transit keys and
+use, host identities (TTLs, one host each, address bindings) as bootstrapped, no wildcard policy, transit keys and
 other secrets younger than the rotation policy, the CA not near expiry.
 
 - :mod:`hardening.vault.model`: the control record (same fields as the host catalog's,

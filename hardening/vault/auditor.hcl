@@ -6,11 +6,21 @@ path "sys/audit" {
   capabilities = ["read", "sudo"]
 }
 
-path "auth/approle/role/citadel-gpu" {
+# The hosts' identity roles (one per host and group: the host list is the inventory's).
+path "auth/cert/certs/*" {
   capabilities = ["read"]
 }
 
-path "auth/approle/role/citadel-gateway" {
+path "{{pki_mount}}/roles/agent-gpu" {
+  capabilities = ["read"]
+}
+
+path "{{pki_mount}}/roles/agent-gateway" {
+  capabilities = ["read"]
+}
+
+# Which hosts `citadel secrets revoke-host` cut off (names and times only).
+path "{{kv_mount}}/data/admin/hosts/revoked" {
   capabilities = ["read"]
 }
 
@@ -44,14 +54,6 @@ path "{{pki_mount}}/issuer/default" {
 
 # Rotation records (no secret values) and the client key hashes (no keys).
 path "{{kv_mount}}/data/admin/rotation/internal-api-key/vllm" {
-  capabilities = ["read"]
-}
-
-path "{{kv_mount}}/data/admin/rotation/approle-secret-id/gpu" {
-  capabilities = ["read"]
-}
-
-path "{{kv_mount}}/data/admin/rotation/approle-secret-id/gateway" {
   capabilities = ["read"]
 }
 

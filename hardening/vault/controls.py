@@ -16,16 +16,8 @@ from urllib.parse import urlsplit
 
 from deploy.secrets.status import key_version_times
 from deploy.secrets.store import now, parse_time
-from deploy.vault.bootstrap import (
-    SECRET_ID_NUM_USES,
-    SECRET_ID_TTL,
-    TOKEN_MAX_TTL,
-    TOKEN_TTL,
-    TRANSIT_KEYS,
-    _same_networks,
-    group_networks,
-    seconds,
-)
+from deploy.vault.bootstrap import TRANSIT_KEYS, _same_networks, host_networks, seconds, token_limits
+from deploy.vault.identity import agent_pki_role
 from deploy.vault.policies import FORBIDDEN_CAPABILITIES, GROUPS, parse, policy_name
 from hardening.checks import Verdict
 from hardening.model import References
@@ -73,51 +65,62 @@ def no_root_token(facts) -> Verdict:
 
 
 def _roles(facts):
-    for group in GROUPS:
-        role = facts.approles[group]
-        yield group, policy_name(group), role
+    """(group, host, cert auth role name, its settings or None) of every host not revoked."""
+    for (group, host), (name, role) in sorted(facts.identities.items()):
+        yield group, host, name, role
 
 
-def approle_ttls(facts) -> Verdict:
-    limits = {"token_ttl": seconds(TOKEN_TTL), "token_max_ttl": seconds(TOKEN_MAX_TTL),
-              "secret_id_ttl": seconds(SECRET_ID_TTL), "secret_id_num_uses": SECRET_ID_NUM_USES}
+def identity_ttls(facts) -> Verdict:
+    limits = token_limits(facts.site)
+    credential = facts.site.vault.lifetimes.host_credential_seconds
     problems, seen = [], []
-    for _group, name, role in _roles(facts):
+    for group, host, name, role in _roles(facts):
         if role is None:
-            problems.append(f"role {name} is missing (run citadel vault bootstrap)")
+            problems.append(f"identity role {name} is missing (run citadel vault bootstrap)")
             continue
         for field, limit in limits.items():
             value = int(role.get(field) or 0)
             if value == 0 or value > limit:  # 0 means unlimited
                 problems.append(f"{name} {field} = {value or 'unlimited'}, expected at most {limit}")
-        if not role.get("bind_secret_id"):
-            problems.append(f"{name} does not require a secret-id")
+        if sorted(role.get("allowed_common_names") or []) != [host]:
+            problems.append(f"{name} accepts common names {role.get('allowed_common_names') or 'any'}, not only {host}")
+        if sorted(role.get("allowed_organizational_units") or []) != [agent_pki_role(group)]:
+            problems.append(f"{name} does not require the identity OU {agent_pki_role(group)}")
         seen.append(name)
-    return _verdict(problems, f"{', '.join(seen)}: token TTL <= {TOKEN_TTL}, max {TOKEN_MAX_TTL}, secret-id TTL "
-                              f"<= {SECRET_ID_TTL} and <= {SECRET_ID_NUM_USES} uses")
-
-
-def approle_cidrs(facts) -> Verdict:
-    problems, seen = [], []
-    for group, name, role in _roles(facts):
-        wanted = group_networks(facts.site, group)
-        if role is None:
-            problems.append(f"role {name} is missing")
+    for group in GROUPS:
+        issuer = facts.agent_pki_roles.get(group)
+        if issuer is None:
             continue
-        for field in ("token_bound_cidrs", "secret_id_bound_cidrs"):
-            if not role.get(field):
-                problems.append(f"{name} {field} is empty: logins are accepted from anywhere")
-            elif not _same_networks(role[field], wanted):
-                problems.append(f"{name} {field} = {role[field]}, expected the group's hosts {wanted}")
+        value = seconds(issuer.get("max_ttl") or 0)
+        if value == 0 or value > credential:
+            problems.append(f"PKI role {agent_pki_role(group)} issues identities for {value or 'unlimited'} s, "
+                            f"expected at most {credential}")
+    return _verdict(problems, f"{', '.join(seen) or 'no host'}: tokens <= {limits['token_ttl']} s (max "
+                              f"{limits['token_max_ttl']} s), identities <= {credential} s, one host each")
+
+
+def identity_cidrs(facts) -> Verdict:
+    problems, seen = [], []
+    for _group, host, name, role in _roles(facts):
+        wanted = host_networks(facts.site, host)
+        if role is None:
+            problems.append(f"identity role {name} is missing")
+            continue
+        if not role.get("token_bound_cidrs"):
+            problems.append(f"{name} token_bound_cidrs is empty: its tokens work from anywhere")
+        elif not _same_networks(role["token_bound_cidrs"], wanted):
+            problems.append(f"{name} token_bound_cidrs = {role['token_bound_cidrs']}, expected the host's {wanted}")
         seen.append(f"{name} -> {', '.join(wanted)}")
-    return _verdict(problems, "bound to their hosts: " + "; ".join(seen))
+    return _verdict(problems, "bound to their hosts: " + ("; ".join(seen) or "no host"))
 
 
 def no_wildcard_policies(facts) -> Verdict:
     """Citadel's policies (and any other attached to its roles): no globs but the own KV prefix."""
     problems, seen = [], []
-    for group, name, role in _roles(facts):
-        for policy in sorted({name, *((role or {}).get("token_policies") or [])} - {"default"}):
+    checked = set()
+    for group, _host, _name, role in [(g, None, None, None) for g in GROUPS] + list(_roles(facts)):
+        for policy in sorted({policy_name(group), *((role or {}).get("token_policies") or [])} - {"default"} - checked):
+            checked.add(policy)
             text = facts.policy(policy)
             if text is None:
                 problems.append(f"policy {policy} is missing")
@@ -181,11 +184,10 @@ def ca_not_near_expiry(facts) -> Verdict:
 
 
 def secrets_rotated(facts) -> Verdict:
-    """The internal key, client keys and secret-ids: rotated within the policy, none stuck midway."""
+    """The internal key and client keys: rotated within the policy, none stuck midway."""
     max_age = dt.timedelta(days=facts.site.settings.transit_key_max_age_days)
     when, problems, seen = now(), [], []
     states = {"internal-api-key vllm": facts.kv("admin/rotation/internal-api-key/vllm")}
-    states.update({f"approle-secret-id {g}": facts.kv(f"admin/rotation/approle-secret-id/{g}") for g in GROUPS})
     for label, state in states.items():
         if not state:
             problems.append(f"{label} was never issued by citadel secrets")
@@ -226,15 +228,17 @@ CONTROLS = [
         refs=References(hipaa=["164.312(a)(2)(i)", "164.312(d)"], nist=["AC-6(2)", "IA-2", "IA-5"], threats=["T9"]),
         check=no_root_token, remediation="give Citadel an operator's token with a TTL; revoke root tokens after setup"),
     VaultControl(
-        id="vault-approle-ttls", title="Host AppRoles issue short-lived tokens and secret-ids", severity="high",
-        rationale="A stolen host credential must stop working within the hour (token) or the day (secret-id).",
-        refs=References(hipaa=ACCESS, nist=["IA-5(1)", "AC-12", "IA-4"], threats=["T9", "T10"]),
-        check=approle_ttls, remediation="citadel vault bootstrap"),
+        id="vault-host-identity-ttls", title="Each host logs in with its own short-lived identity and tokens",
+        severity="high",
+        rationale="A stolen host token must stop working within its lifetime, a stolen identity within the host "
+                  "credential's, and one host's identity must never log in as another's.",
+        refs=References(hipaa=ACCESS, nist=["IA-5(1)", "AC-12", "IA-4", "IA-3"], threats=["T9", "T10"]),
+        check=identity_ttls, remediation="citadel vault bootstrap"),
     VaultControl(
-        id="vault-approle-cidrs", title="Host AppRoles only accept logins from their hosts' addresses", severity="high",
-        rationale="A secret-id copied off a host is useless anywhere else when logins are bound to the host's address.",
+        id="vault-host-identity-cidrs", title="Host tokens only work from their own host's address", severity="high",
+        rationale="A token copied off a host is useless anywhere else when it is bound to the host's address.",
         refs=References(hipaa=ACCESS, nist=["AC-3", "IA-3", "SC-7"], threats=["T9"]),
-        check=approle_cidrs, remediation="citadel vault bootstrap"),
+        check=identity_cidrs, remediation="citadel vault bootstrap"),
     VaultControl(
         id="vault-policy-no-wildcards", title="Citadel's policies grant exact paths, no wildcards", severity="high",
         rationale="A glob grants secrets that do not exist yet; least privilege means naming each path.",
@@ -259,7 +263,7 @@ CONTROLS = [
         refs=References(hipaa=TRANSMISSION, nist=["SC-17", "SC-12"], threats=["T5", "T9"]),
         check=ca_not_near_expiry, remediation="plan a CA rollover before it expires"),
     VaultControl(
-        id="vault-secrets-rotated", title="API keys and secret-ids are rotated within the policy", severity="medium",
+        id="vault-secrets-rotated", title="API keys are rotated within the policy", severity="medium",
         rationale="Keys that never change make a leak permanent; a rotation stuck midway leaves two keys live.",
         refs=References(hipaa=["164.312(d)", "164.312(a)(1)"], nist=["IA-5(1)", "SC-12"], owasp_llm=["LLM02", "LLM10"],
                         threats=["T9", "T10"]),

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from deploy.vault.bootstrap import APPROLE_MOUNT, TRANSIT_KEYS
-from deploy.vault.policies import GROUPS, policy_name
+from deploy.secrets.store import Store
+from deploy.vault.bootstrap import TRANSIT_KEYS
+from deploy.vault.identity import CERT_MOUNT, agent_pki_role, identity_role, revoked_hosts
+from deploy.vault.policies import GROUPS
 
 
 class Facts:
@@ -48,8 +50,24 @@ class Facts:
         return self._data(self.client.sys.list_enabled_audit_devices())
 
     @cached_property
-    def approles(self) -> dict[str, dict | None]:
-        return {group: self._read(f"auth/{APPROLE_MOUNT}/role/{policy_name(group)}") for group in GROUPS}
+    def revoked(self) -> dict[str, dict]:
+        return revoked_hosts(Store(self.client, self.vault.kv_mount))
+
+    @cached_property
+    def identities(self) -> dict[tuple[str, str], tuple[str, dict | None]]:
+        """(group, host) -> (cert auth role name, its settings or None), for every host not revoked."""
+        found = {}
+        for group in GROUPS:
+            for host in self.site.hosts_in(group):
+                if host not in self.revoked:
+                    name = identity_role(group, host)
+                    found[(group, host)] = (name, self._read(f"auth/{CERT_MOUNT}/certs/{name}"))
+        return found
+
+    @cached_property
+    def agent_pki_roles(self) -> dict[str, dict | None]:
+        return {group: self._read(f"{self.vault.pki_mount}/roles/{agent_pki_role(group)}") for group in GROUPS
+                if self.site.hosts_in(group)}
 
     def policy(self, name: str) -> str | None:
         return (self._read(f"sys/policies/acl/{name}") or {}).get("policy")

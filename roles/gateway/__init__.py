@@ -82,6 +82,10 @@ def gateway_config(site) -> dict:
         "journal": True,
         "upstreams": upstreams(site),
         "upstream_ca": PKI_CA,
+        # Rendered by citadel-agent@gateway: a GPU host cut off by `secrets revoke-host` is refused.
+        "upstream_crl": f"{GATEWAY_SECRETS}/crl.pem",
+        # The gateway's own certificate, presented to the keyguards (they refuse a revoked gateway).
+        "upstream_client_certificate": True,
         "upstream_key": {"kind": "keydoc", "path": f"{GATEWAY_SECRETS}/internal-api-key.json"},
         "request_timeout": gateway.request_timeout_seconds,
         **gateway.limits.model_dump(exclude_none=True),

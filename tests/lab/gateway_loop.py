@@ -6,7 +6,7 @@ previous key (the GPU host may not have the new key yet). Each request is a new 
 connection verified against Citadel's PKI CA, so a rotated certificate is seen at once.
 
     sudo python3 gateway_loop.py loop ADDRESS STOPFILE   # until STOPFILE exists; JSON summary
-    sudo python3 gateway_loop.py once ADDRESS            # the key on stdin; prints the status
+    sudo python3 gateway_loop.py once ADDRESS [CERT]     # the key on stdin; prints the status
 
 The summary holds counts, key versions and certificate serials, never a key.
 """
@@ -20,11 +20,13 @@ import time
 
 KEYS = "/etc/citadel/secrets/gateway/internal-api-key.json"
 CA = "/etc/citadel/pki-ca.pem"
+CERTIFICATE = "/etc/citadel/secrets/gateway/tls.pem"  # this host's gateway certificate and key
 PORT = 8443  # citadel_runtime.layout.KEYGUARD_PORT (a copy: this file runs alone on a host)
 
 
-def request(address: str, key: str) -> tuple[int, dict, str]:
+def request(address: str, key: str, certificate: str = CERTIFICATE) -> tuple[int, dict, str]:
     context = ssl.create_default_context(cafile=CA)
+    context.load_cert_chain(certificate)  # mutual TLS: the keyguard only lets gateway hosts in
     connection = http.client.HTTPSConnection(address, PORT, context=context, timeout=10)
     try:
         connection.request("GET", "/citadel/whoami", headers={"Authorization": f"Bearer {key}"})
@@ -70,7 +72,7 @@ def main() -> int:
     if sys.argv[1] == "loop":
         print(json.dumps(loop(sys.argv[2], sys.argv[3])))
     else:
-        print(request(sys.argv[2], sys.stdin.readline().strip())[0])
+        print(request(sys.argv[2], sys.stdin.readline().strip(), *sys.argv[3:4])[0])
     return 0
 
 

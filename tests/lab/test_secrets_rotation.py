@@ -1,7 +1,7 @@
 """`citadel secrets` against a real OpenBao server: overlap, retirement, failure midway, no leaks.
 
-Hosts' side of each check is done the way hosts do it: logged in through their real
-AppRole (bound to 127.0.0.1 here) and reading the KV documents their policy allows. The
+Hosts' side of each check is done the way hosts do it: logged in with their own identity
+certificate through cert auth (gpu-01 and gw-01 are at 127.0.0.1 here) and reading the KV documents their policy allows. The
 "Vault stopped midway" tests stop the real server between two steps (through the
 rotation's progress callback) and start it again from its stored unseal key.
 """
@@ -15,11 +15,11 @@ import json
 import hvac
 import pytest
 
-from deploy.secrets import approle, client_keys, internal_key, overlap, transit
+from deploy.secrets import client_keys, internal_key, overlap, transit
 from deploy.secrets.store import Store
 from deploy.vault import VaultError
 from deploy.vault.server import serve, stop
-from tests.lab.vaultutil import approle_client, minting, run_citadel, start_bootstrapped
+from tests.lab.vaultutil import cert_login, host_client, run_citadel, start_bootstrapped
 
 HOUR = dt.timedelta(hours=1)
 TRANSIT = "citadel-transit"
@@ -42,8 +42,8 @@ def cli(s, *args, **kwargs):
 
 
 def host_read(s, group: str, path: str) -> dict:
-    """What a host of `group` reads at `path`, through its own AppRole login."""
-    client = approle_client(s, f"citadel-{group}")
+    """What a host of `group` reads at `path`, through its own identity's login."""
+    client = host_client(s, group)
     return client.secrets.kv.v2.read_secret_version(path, mount_point="citadel", raise_on_deleted_version=True)["data"]["data"]
 
 
@@ -108,7 +108,7 @@ def test_client_key_issue_rotate_finish_revoke_through_the_cli(s):
 def test_transit_rotation_rewraps_and_retires_the_old_version(s):
     store = s["store"]
     wrapped = {m: transit.seal_data_key(store, TRANSIT, m) for m in ("llama-3-8b", "mistral-7b", "medgemma")}
-    gpu = approle_client(s, "citadel-gpu")
+    gpu = host_client(s, "gpu")
 
     def unwrap(ciphertext):
         return gpu.secrets.transit.decrypt_data("model-data", ciphertext, mount_point=TRANSIT)["data"]["plaintext"]
@@ -130,36 +130,52 @@ def test_transit_rotation_rewraps_and_retires_the_old_version(s):
     s["leaks"] += [(f"data key {m} b64", p) for m, p in plaintexts.items()]
 
 
-def test_approle_secret_id_every_host_then_only_the_newest_survive(s):
-    store, first, second = s["store"], {}, {}
-    orphan = s["root"].auth.approle.generate_secret_id("citadel-gpu", mount_point="approle")["data"]["secret_id"]
-    assert approle.rotate(store, s["site"], "gpu", minting(s, first)).phase == "overlap"
-    assert set(first) == {"gpu-01", "gpu-02"}
-    assert approle.finish(store, s["site"], "gpu").phase == "done"
+def issue(s, role: str, host: str) -> tuple[str, str]:
+    """(key, certificate) PEMs of a new certificate from PKI role `role` for `host`."""
+    data = s["root"].write_data(f"citadel-pki/issue/{role}", data={"common_name": host, "ttl": "5m"})["data"]
+    return data["private_key"], data["certificate"]
+
+
+def test_a_host_logs_in_only_with_its_own_identity_and_revocation_cuts_it_off(s):
+    gpu = host_client(s, "gpu")  # gpu-01's agent, as it logs in after any reboot
+    assert gpu.auth.token.lookup_self()["data"]["policies"] == ["citadel-gpu", "default"]
+    # Nobody else's certificate opens gpu-01's role: not gpu-02's identity, not gpu-01's own
+    # service certificate (readable by its keyguard), not a gateway identity.
+    for role, host in (("agent-gpu", "gpu-02"), ("host", "gpu-01")):
+        with pytest.raises(hvac.exceptions.VaultError):
+            cert_login(s, "gpu-gpu-01", *issue(s, role, host))
     with pytest.raises(hvac.exceptions.VaultError):
-        approle_client(s, "citadel-gpu", orphan)  # not a host's: destroyed by --finish
-    # A host fails midway: the command says which and what to re-run; old ids still log in.
-    with pytest.raises(VaultError) as failed:
-        approle.rotate(store, s["site"], "gpu", minting(s, second, fail={"gpu-02"}))
-    assert failed.value.exit_code == 1 and "not delivered to gpu-02" in str(failed.value)
-    assert "re-run `citadel secrets rotate approle-secret-id gpu`" in str(failed.value)
-    approle_client(s, "citadel-gpu", first["gpu-01"])
-    with pytest.raises(VaultError, match="unfinished"):
-        approle.finish(store, s["site"], "gpu")
-    redelivered = {}
-    result = approle.rotate(store, s["site"], "gpu", minting(s, redelivered))
-    assert result.phase == "overlap" and result.version == 2
-    assert set(redelivered) == {"gpu-02"}  # resumed: gpu-01 already had its new one
-    approle_client(s, "citadel-gpu", first["gpu-01"])  # overlap: old and new both log in
-    approle_client(s, "citadel-gpu", second["gpu-01"])
-    assert approle.finish(store, s["site"], "gpu").phase == "done"
+        cert_login(s, "gateway-gpu-01", *issue(s, "agent-gpu", "gpu-01"))  # no such role: gpu-01 is no gateway
+    # gpu-02's own identity, used from here (not its address), is refused too.
     with pytest.raises(hvac.exceptions.VaultError):
-        approle_client(s, "citadel-gpu", first["gpu-01"])
-    approle_client(s, "citadel-gpu", second["gpu-01"])
-    assert {i.host for i in approle.secret_ids(store, "gpu")} == {"gpu-01", "gpu-02"}
-    assert len(approle.secret_ids(store, "gpu")) == 2
-    s["leaks"] += [(f"secret-id {h} {n}", v) for n, d in enumerate((first, second, redelivered)) for h, v in d.items()]
-    s["leaks"] += [("orphan secret-id", orphan)]
+        cert_login(s, "gpu-gpu-02", *issue(s, "agent-gpu", "gpu-02"))
+
+    code, out, err, _ = cli(s, "secrets", "revoke-host", "gpu-01", "--json")
+    assert code == 0, err
+    revoked = json.loads(out)
+    assert revoked["roles_deleted"] == ["gpu-gpu-01"] and revoked["tokens_revoked"] >= 1
+    assert revoked["certificates_revoked"] >= 2  # the identities issued above (and the service one)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        gpu.auth.token.lookup_self()  # its live token is gone at once
+    with pytest.raises(hvac.exceptions.VaultError):
+        host_client(s, "gpu")  # and it cannot log in again, with a fresh certificate or any other
+    crl = s["root"].read("citadel-pki/cert/crl")["data"]["certificate"]
+    assert "BEGIN X509 CRL" in crl
+    # A bootstrap (say, the next deploy's) does not bring it back; status names it.
+    code, out, err, _ = cli(s, "vault", "bootstrap", "--json")
+    assert code == 0 and "host gpu-01 is revoked" in out, err
+    assert s["root"].read("auth/cert/certs/gpu-gpu-01") is None
+    code, out, err, _ = cli(s, "secrets", "status", "--json")
+    row = {(r["kind"], r["name"]): r for r in json.loads(out)["secrets"]}[("host-identity", "gpu")]
+    assert row["phase"] == "revoked" and "revoked: gpu-01" in row["detail"]
+    again = json.loads(cli(s, "secrets", "revoke-host", "gpu-01", "--json")[1])
+    assert again["already_revoked"] and again["roles_deleted"] == []  # safe to repeat
+
+    code, out, err, _ = cli(s, "secrets", "readmit-host", "gpu-01")
+    assert code == 0 and "readmitted" in out, err
+    host_client(s, "gpu").auth.token.lookup_self()  # a new identity logs in again
+    code, _, err, _ = cli(s, "secrets", "revoke-host", "nobody")
+    assert code == 2 and "host 'nobody' is not in the inventory" in err
 
 
 def test_vault_stopped_midway_through_a_transit_rotation(s):
@@ -179,7 +195,7 @@ def test_vault_stopped_midway_through_a_transit_rotation(s):
     assert "re-run `citadel secrets rotate transit-key model-data`" in message
     restart(s)
     assert store.state("transit-key", "model-data")[0]["phase"] == "rotating"
-    gpu = approle_client(s, "citadel-gpu")
+    gpu = host_client(s, "gpu")
     for ciphertext in before.values():  # not rewrapped yet, and still decrypts
         gpu.secrets.transit.decrypt_data("model-data", ciphertext, mount_point=TRANSIT)
     code, out, err, _ = cli(s, "secrets", "rotate", "transit-key", "model-data", "--json")
@@ -230,13 +246,14 @@ def test_status_shows_every_secret_and_the_last_rotation(s):
     assert rows[("transit-key", "model-data")]["version"] == 3
     assert rows[("transit-key", "model-data")]["last_rotation"]["action"] == "finish"
     assert rows[("transit-key", "model-data")]["last_rotation"]["by"] == "root"
-    assert rows[("approle-secret-id", "gpu")]["expires"] and rows[("approle-secret-id", "gateway")]["phase"] == "missing"
+    # Identities: every host got one above (host_client logs in as its agent does).
+    assert rows[("host-identity", "gpu")]["expires"] and rows[("host-identity", "gateway")]["phase"] == "current"
     assert rows[("tls-ca", "citadel-root")]["expires"]
-    # No host runs an agent here, so no host certificate exists yet: both groups say so.
-    assert rows[("tls-cert", "gpu")]["phase"] == "missing" and "gpu-01, gpu-02" in rows[("tls-cert", "gpu")]["detail"]
+    # No host runs an agent here: only the certificate the identity test issued by hand exists.
+    assert rows[("tls-cert", "gpu")]["phase"] == "missing" and "for gpu-02" in rows[("tls-cert", "gpu")]["detail"]
     assert rows[("tls-cert", "gateway")]["version"] == 1  # the counter the bootstrap made
-    # The gateway's secret-id was never issued; no group has host certificates.
-    assert code == 1 and report["attention"] == 3
+    # Both groups miss host certificates.
+    assert code == 1 and report["attention"] == 2
     trail = s["store"].trail()
     assert {"rotate", "finish", "issue", "revoke"} <= {t["action"] for t in trail}
     assert all(t["by"]["display_name"] == "root" and t["at"] for t in trail)
@@ -249,7 +266,7 @@ def test_bad_input_is_named_and_changes_nothing(s):
         (("secrets", "rotate", "client-key"), "needs a NAME"),
         (("secrets", "rotate", "internal-api-key", "extra"), "takes no NAME"),
         (("secrets", "rotate", "transit-key", "nope"), "Citadel's keys are model-data"),
-        (("secrets", "rotate", "approle-secret-id", "db"), "Citadel's groups are gpu, gateway"),
+        (("secrets", "revoke-host", "db"), "host 'db' is not in the inventory"),
         (("secrets", "rotate", "tls-cert", "db"), "Citadel's groups are gpu, gateway"),
         (("secrets", "rotate", "tls-cert"), "needs a NAME"),
         (("secrets", "revoke-client", "nobody"), "no client named nobody"),
@@ -267,16 +284,15 @@ def test_bad_input_is_named_and_changes_nothing(s):
 def test_no_secret_value_in_output_logs_or_argv(s):
     """Every CLI command, success and failure: no known secret in stdout/stderr/argv/server logs."""
     store = s["store"]
-    held = {}
-    approle.rotate(store, s["site"], "gateway", minting(s, held))
-    secrets = list(s["leaks"]) + [("root token", s["token"]), ("gateway secret-id", held["gw-01"])]
+    gateway = host_client(s, "gateway")
+    secrets = list(s["leaks"]) + [("root token", s["token"]), ("gateway host token", gateway.token)]
     values = [v for _, v in secrets]
     runs = [
         ("secrets", "status"), ("secrets", "status", "--json"),
         ("secrets", "issue-client", "scan"),
         ("secrets", "rotate", "client-key", "scan", "--json"),
-        ("secrets", "rotate", "approle-secret-id", "gateway", "--finish"),
-        ("secrets", "rotate", "approle-secret-id", "gateway"),  # no SSH to gw-01 here: exit 1, says so
+        ("secrets", "revoke-host", "gpu-02"),
+        ("secrets", "readmit-host", "gpu-02"),
         ("secrets", "rotate", "internal-api-key", "--finish"),
         ("secrets", "rotate", "internal-api-key"),
         ("secrets", "rotate", "transit-key", "audit-chain", "--json"),

@@ -101,17 +101,20 @@ def test_rendered_files_have_their_service_owner_and_mode_and_hold_what_vault_ho
     store, lab = env["store"], env["lab"]
     vault_doc = internal_key.read_pair(store)
     for h in lab.hosts:
-        for service, files in (("keyguard", ("tls.pem", "internal-api-key.json")),
-                               ("gateway", ("tls.pem", "internal-api-key.json", "client-keys.json", "audit-hmac.json",
-                                            "content-key.json"))):
+        for service, files in (("keyguard", ("tls.pem", "crl.pem", "internal-api-key.json")),
+                               ("gateway", ("tls.pem", "crl.pem", "internal-api-key.json", "client-keys.json",
+                                            "audit-hmac.json", "content-key.json"))):
             for name in files:
                 assert stat(env, h, f"/etc/citadel/secrets/{service}/{name}") == f"citadel-{service}:citadel-{service} 400"
             assert stat(env, h, f"/etc/citadel/secrets/{service}") == f"root:citadel-{service} 750"
         for group in ("gpu", "gateway"):
             assert stat(env, h, f"/run/citadel-agent/{group}/token") == "root:root 600"  # the sink
-            assert stat(env, h, f"/etc/citadel/agent/{group}/role-id") == "root:root 600"
-            # The wrapped secret-id was read once and removed.
-            assert ssh(lab, h, f"sudo test -e /var/lib/citadel-agent/{group}/secret-id", check=False).returncode == 1
+            # The host's identity: root only, this host's name, the group's identity OU.
+            identity = f"/var/lib/citadel-agent/{group}/identity.pem"
+            assert stat(env, h, identity) == "root:root 600"
+            subject = x509.load_pem_x509_certificate(host_file(env, h, identity).encode()).subject
+            assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == h.name
+            assert subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == f"agent-{group}"
         gateway = json.loads(host_file(env, h, "/etc/citadel/secrets/gateway/internal-api-key.json"))
         assert gateway == vault_doc
         gpu = json.loads(host_file(env, h, "/etc/citadel/secrets/keyguard/internal-api-key.json"))
@@ -258,33 +261,94 @@ def test_vault_stopped_midway_through_a_certificate_rotation(env):
     assert rows[("tls-cert", "gateway")]["version"] == 1 and rows[("tls-cert", "gateway")]["expires"]
 
 
-def test_rotating_approle_secret_ids_redelivers_to_every_host_then_destroys_the_old(env):
-    from deploy.secrets import approle
+def sink_mtime(env, host, group: str = "gpu") -> int:
+    return int(ssh(env["lab"], host, f"sudo stat -c %Y {SPECS[group].sink}").stdout)
 
-    lab, store = env["lab"], env["store"]
-    gpu_hosts = env["site"].hosts_in("gpu")
-    before = {s.accessor for s in approle.secret_ids(store, "gpu")}
-    assert {s.host for s in approle.secret_ids(store, "gpu")} == set(gpu_hosts)  # one per host, from the deploys
-    started = time.time()
-    code, out, err, _ = cli(env, "secrets", "rotate", "approle-secret-id", "gpu", "--json")
+
+def identity_serial(env, host, group: str = "gpu") -> str:
+    return ssh(env["lab"], host, f"sudo openssl x509 -noout -serial -in {SPECS[group].identity_file}").stdout.strip()
+
+
+def whoami(env, host, target, certificate: str = "") -> subprocess.CompletedProcess:
+    """One request from `host` (as a gateway, with its certificate or `certificate`) to `target`'s keyguard."""
+    key = internal_key.read_pair(env["store"])["current"]["value"]
+    ssh(env["lab"], host, "cat > /tmp/gateway_loop.py", stdin=LOOP.read_text())
+    return ssh(env["lab"], host, f"sudo python3 /tmp/gateway_loop.py once {target.address} {certificate}",
+               stdin=key + "\n", check=False)
+
+
+def test_an_agent_logs_in_again_by_itself_after_a_restart_and_a_reboot(env):
+    import deploy.lab
+
+    lab = env["lab"]
+    host = lab.hosts[1]
+    before = identity_serial(env, host)
+    started = int(ssh(lab, host, "date +%s").stdout)
+    ssh(lab, host, "sudo systemctl restart citadel-agent@gpu citadel-agent@gateway")
+    # No deploy: the agents log in with the identities on disk, and renew them.
+    wait_for("the agents' new logins", lambda: min(sink_mtime(env, host, g) for g in ("gpu", "gateway")) >= started)
+    wait_for("a renewed identity", lambda: identity_serial(env, host) != before)
+
+    seconds = deploy.lab.reboot(host.name, name=lab.name)
+    rebooted = time.monotonic()
+    wait_for("the keyguard after the reboot", lambda: whoami(env, host, host).stdout.strip() == "200", timeout=180)
+    print(f"reboot of {host.name}: ssh after {seconds:.1f} s, first 200 from its keyguard "
+          f"{seconds + time.monotonic() - rebooted:.1f} s after the reboot request")
+    for group in ("gpu", "gateway"):
+        assert ssh(lab, host, f"systemctl is-active citadel-agent@{group}").stdout.strip() == "active"
+    again = run_deploy(env["site"], ROLES, limit=[host.name],
+                       vault=Access(lambda: resolve(env["site"].vault, env={"BAO_TOKEN": env["token"]})))
+    assert again.ok and again.hosts[host.name].changed == 0, again.as_dict()  # nothing for a deploy to mend
+
+
+def test_revoke_host_cuts_one_host_off_while_the_other_keeps_serving(env):
+    """Lab hosts reach only this machine, not each other: the cut host's certificates are
+    carried to the kept host, which presents them to its own keyguard (as the cut gateway
+    would over the network) and checks them against its gateway's CRL."""
+    import deploy.lab
+
+    lab = env["lab"]
+    kept, cut = lab.hosts[0], lab.hosts[1]
+    for service in ("gateway", "keyguard"):
+        pem = ssh(lab, cut, f"sudo cat /etc/citadel/secrets/{service}/tls.pem").stdout
+        ssh(lab, kept, f"sudo sh -c 'umask 077; cat > /root/cut-{service}.pem'", stdin=pem)
+    verify = ("sudo openssl verify -crl_check -CAfile /etc/citadel/pki-ca.pem "
+              "-CRLfile /etc/citadel/secrets/gateway/crl.pem /root/cut-keyguard.pem")
+    assert whoami(env, kept, kept, "/root/cut-gateway.pem").stdout.strip() == "200"
+    assert ssh(lab, kept, verify, check=False).returncode == 0
+    code, out, err, _ = cli(env, "secrets", "revoke-host", cut.name, "--json")
     assert code == 0, err
-    assert json.loads(out)["phase"] == "overlap"
-    new = approle.newest_by_host(approle.secret_ids(store, "gpu"), gpu_hosts, exclude=before)
-    assert set(new) == set(gpu_hosts)
-    for h in [h for h in lab.hosts if h.name in gpu_hosts]:  # each agent restarted on its new secret-id, logged in
-        assert ssh(lab, h, "systemctl is-active citadel-agent@gpu").stdout.strip() == "active"
-        sink_time = int(ssh(lab, h, f"sudo stat -c %Y {SPECS['gpu'].sink}").stdout)
-        assert sink_time >= int(started) - 2, h
-    code, out, err, _ = cli(env, "secrets", "rotate", "approle-secret-id", "gpu", "--finish")
+    result = json.loads(out)
+    assert sorted(result["roles_deleted"]) == [f"gateway-{cut.name}", f"gpu-{cut.name}"] and result["tokens_revoked"] >= 2
+    revoked = time.monotonic()
+    # Its peers stop trusting it within one render interval (30 s): the kept host's keyguard
+    # refuses the cut gateway's certificate, and its gateway's CRL lists the cut keyguard's.
+    wait_for("the revoked gateway to be refused",
+             lambda: whoami(env, kept, kept, "/root/cut-gateway.pem").returncode != 0, timeout=90)
+    refused_after = time.monotonic() - revoked
+    refusal = whoami(env, kept, kept, "/root/cut-gateway.pem")
+    # TLS 1.3: the server checks the client certificate after the client sees its handshake done.
+    assert any(w in refusal.stderr for w in ("SSL", "reset", "RemoteDisconnected")), refusal.stderr[-500:]
+    wait_for("the revoked keyguard to be refused", lambda: ssh(lab, kept, verify, check=False).returncode != 0,
+             timeout=90)
+    print(f"revoke-host {cut.name}: its gateway certificate refused by its peer's keyguard {refused_after:.1f} s later")
+    assert whoami(env, kept, kept).stdout.strip() == "200"  # the other host keeps serving
+    # Its agent's next login fails, after a reboot too.
+    deploy.lab.reboot(cut.name, name=lab.name)
+    time.sleep(20)
+    journal = ssh(lab, cut, "sudo journalctl -b -u citadel-agent@gpu --no-pager -o cat").stdout
+    assert "authentication successful" not in journal and "error authenticating" in journal, journal[-2000:]
+    assert whoami(env, kept, kept).stdout.strip() == "200"
+    # A deploy refuses it by name; readmitted and deployed, it serves again.
+    vault = Access(lambda: resolve(env["site"].vault, env={"BAO_TOKEN": env["token"]}))
+    refused = run_deploy(env["site"], ["vault-agent"], limit=[cut.name], vault=vault)
+    assert not refused.ok and "was revoked" in " ".join(refused.hosts[cut.name].errors)
+    code, out, err, _ = cli(env, "secrets", "readmit-host", cut.name)
     assert code == 0, err
-    left = approle.secret_ids(store, "gpu")
-    assert {s.accessor for s in left} == {s.accessor for s in new.values()}  # the old ones are gone
-    again = run_deploy(env["site"], ["vault-agent"], vault=Access(lambda: resolve(env["site"].vault,
-                                                                                 env={"BAO_TOKEN": env["token"]})))
-    assert again.ok and all(o.changed == 0 for o in again.hosts.values()), again.as_dict()
-    code, out, err, _ = cli(env, "secrets", "status", "--json")
-    row = {(r["kind"], r["name"]): r for r in json.loads(out)["secrets"]}[("approle-secret-id", "gpu")]
-    assert row["phase"] == "current" and row["version"] == 1 and row["expires"], row
+    back = run_deploy(env["site"], ROLES, limit=[cut.name], vault=vault)
+    assert back.ok, back.hosts[cut.name].errors
+    wait_for("the readmitted host serving again", lambda: whoami(env, cut, cut).stdout.strip() == "200", timeout=90)
+    ssh(lab, kept, "sudo rm -f /root/cut-gateway.pem /root/cut-keyguard.pem")
 
 
 def test_no_secret_value_in_deploy_logs_journals_or_process_arguments(env):

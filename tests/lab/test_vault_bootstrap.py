@@ -1,8 +1,8 @@
 """`citadel vault bootstrap` against a real OpenBao server (the embedded one).
 
 The root token is read from the server's 0600 file and handed to the client in-process, or
-to the CLI through the environment (never argv). Nothing is mocked: the AppRole tokens are
-real logins, and what they may and may not do is what the server enforces.
+to the CLI through the environment (never argv). Nothing is mocked: the hosts' tokens are
+real cert auth logins with identities from the server's PKI, and what they may and may not do is what the server enforces.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from deploy.vault.client import connect, resolve
 from deploy.vault.policies import policy_text, render
 from deploy.vault.server import serve, stop
 from inventory.loader import load_inventory
-from tests.lab.vaultutil import all_cmdlines, free_port_pair, require_bao, write_inventory
+from tests.lab.vaultutil import all_cmdlines, free_port_pair, host_client, require_bao, write_inventory
 
 REPO = Path(__file__).resolve().parents[2]
-ITEMS = 22  # 3 mounts, 1 auth mount, 4 transit keys, 1 root CA, 2 pki roles, 2 policies, 2 approles, 7 first secrets
+# 3 mounts, 1 auth mount, 4 transit keys, 1 root CA, 1 CRL configuration, 4 pki roles (2 for services, 2 for
+# identities), 2 policies, 3 host identities (gpu-01, gpu-02, gw-01), 7 first secrets
+ITEMS = 26
 
 
 @pytest.fixture(scope="module")
@@ -64,18 +66,9 @@ def server(tmp_path_factory):
         stop(directory)
 
 
-def approle_login(s, role: str) -> hvac.Client:
-    root = s["root"]
-    role_id = root.auth.approle.read_role_id(role)["data"]["role_id"]
-    secret_id = root.auth.approle.generate_secret_id(role)["data"]["secret_id"]
-    client = hvac.Client(url=s["vault"].address, verify=str(s["vault"].ca_file))
-    client.auth.approle.login(role_id=role_id, secret_id=secret_id)
-    return client
-
-
 def test_dry_run_on_a_fresh_server_changes_nothing(server):
     assert server["before"] == server["after_dry"]
-    assert "citadel/" not in server["before"][0] and "approle/" not in server["before"][1]
+    assert "citadel/" not in server["before"][0] and "cert/" not in server["before"][1]
     assert server["dry"].dry_run and len(server["dry"].items) == ITEMS
     assert {i.status for i in server["dry"].items} == {"created"}
 
@@ -112,17 +105,22 @@ def test_transit_keys_have_the_right_types_and_cannot_leave(server):
     assert "BEGIN PUBLIC KEY" in signing["keys"]["1"]["public_key"]
 
 
-def test_approles_are_bound_to_their_hosts_with_short_ttls(server):
+def test_host_identities_are_bound_to_their_hosts_with_short_ttls(server):
     root = server["root"]
-    expected = {"citadel-gpu": ["10.20.1.12/32", "127.0.0.1/32"], "citadel-gateway": ["127.0.0.1/32"]}
-    for role, cidrs in expected.items():
-        data = root.auth.approle.read_role(role)["data"]
-        assert data["token_policies"] == [role]
+    expected = {"gpu-gpu-01": ("gpu-01", "127.0.0.1/32"), "gpu-gpu-02": ("gpu-02", "10.20.1.12/32"),
+                "gateway-gw-01": ("gw-01", "127.0.0.1/32")}
+    assert sorted(root.list("auth/cert/certs")["data"]["keys"]) == sorted(expected)
+    for role, (host, cidr) in expected.items():
+        group = role.split("-")[0]
+        data = root.read(f"auth/cert/certs/{role}")["data"]
+        assert data["token_policies"] == [f"citadel-{group}"]
+        assert data["allowed_common_names"] == [host] and data["allowed_organizational_units"] == [f"agent-{group}"]
         assert data["token_ttl"] == 20 * 60 and data["token_max_ttl"] == 3600
-        assert data["secret_id_ttl"] == 86400 and data["secret_id_num_uses"] == 48
         # The server stores a /32 as the bare address; compare as networks.
-        assert sorted(str(ipaddress.ip_network(c)) for c in data["token_bound_cidrs"]) == cidrs
-        assert sorted(str(ipaddress.ip_network(c)) for c in data["secret_id_bound_cidrs"]) == cidrs
+        assert [str(ipaddress.ip_network(c)) for c in data["token_bound_cidrs"]] == [cidr]
+    for group in ("gpu", "gateway"):
+        issuer = root.read(f"citadel-pki/roles/agent-{group}")["data"]
+        assert issuer["max_ttl"] == 7 * 86400 and not issuer["server_flag"] and issuer["client_flag"]
 
 
 def test_policies_on_the_server_are_the_repo_files(server):
@@ -139,7 +137,7 @@ def test_gpu_token_does_its_job_and_nothing_else(server):
     plaintext = base64.b64encode(b"a model data key").decode()
     ciphertext = root.secrets.transit.encrypt_data("model-data", plaintext, mount_point="citadel-transit")["data"]["ciphertext"]
 
-    gpu = approle_login(server, "citadel-gpu")
+    gpu = host_client(server, "gpu")
     lookup = gpu.auth.token.lookup_self()["data"]
     assert lookup["ttl"] <= 20 * 60 and sorted(lookup["policies"]) == ["citadel-gpu", "default"]
     assert gpu.secrets.kv.v2.read_secret_version("gpu/internal-api-key", mount_point="citadel", raise_on_deleted_version=True)["data"]["data"] == {"key": "gpu-side"}
@@ -169,7 +167,7 @@ def test_gpu_token_does_its_job_and_nothing_else(server):
 def test_gateway_token_does_its_job_and_nothing_else(server):
     root = server["root"]
     root.secrets.kv.v2.create_or_update_secret("gateway/client-keys", {"hashes": "x"}, mount_point="citadel")
-    gateway = approle_login(server, "citadel-gateway")
+    gateway = host_client(server, "gateway")
     assert gateway.secrets.kv.v2.read_secret_version("gateway/client-keys", mount_point="citadel", raise_on_deleted_version=True)["data"]["data"] == {"hashes": "x"}
     record = base64.b64encode(b"previous-hmac|request 42").decode()
     assert gateway.secrets.transit.generate_hmac("audit-chain", record, mount_point="citadel-transit")["data"]["hmac"].startswith("vault:v1:")
@@ -186,24 +184,19 @@ def test_gateway_token_does_its_job_and_nothing_else(server):
 
 
 def test_cidr_binding_refuses_logins_from_elsewhere(server):
-    """Re-bound to another address, the gateway role refuses a login from 127.0.0.1; restored after."""
+    """Re-bound to another address, the gateway's identity is refused from 127.0.0.1; restored after."""
     moved = write_inventory(server["base"] / "moved.yaml", server["vault"].address, server["vault"].ca_file, "10.30.0.5")
     try:
         report = bootstrap(server["root"], load_inventory(moved))
         changed = {(i.kind, i.name): i.status for i in report.items if i.status != "unchanged"}
-        assert changed == {("approle", "citadel-gateway"): "updated"}
-        root = server["root"]
-        role_id = root.auth.approle.read_role_id("citadel-gateway")["data"]["role_id"]
-        secret_id = root.auth.approle.generate_secret_id("citadel-gateway")["data"]["secret_id"]
-        client = hvac.Client(url=server["vault"].address, verify=str(server["vault"].ca_file))
+        assert changed == {("host-identity", "gateway-gw-01"): "updated"}
         with pytest.raises(hvac.exceptions.VaultError) as refused:
-            client.auth.approle.login(role_id=role_id, secret_id=secret_id)
-        assert "unauthorized by CIDR restrictions" in str(refused.value)
-        print(f"login from 127.0.0.1 to a role bound to 10.30.0.5: {refused.value}")
+            host_client(server, "gateway")
+        print(f"login from 127.0.0.1 to an identity bound to 10.30.0.5: {refused.value}")
     finally:
         restored = bootstrap(server["root"], server["site"])
-    assert [i.name for i in restored.items if i.status != "unchanged"] == ["citadel-gateway"]
-    approle_login(server, "citadel-gateway")
+    assert [i.name for i in restored.items if i.status != "unchanged"] == ["gateway-gw-01"]
+    host_client(server, "gateway")
 
 
 def citadel(server, *args: str, env_token: bool = True, extra_env: dict | None = None) -> subprocess.Popen:

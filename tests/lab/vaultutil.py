@@ -133,38 +133,32 @@ def run_citadel(*args: str, token: str | None, extra_env: dict | None = None, ti
     return process.returncode, stdout, stderr, seen
 
 
-def approle_client(s: dict, role: str, secret_id: str | None = None):
-    """A client logged in through AppRole `role` (a new secret-id unless one is given)."""
+HOST_OF_GROUP = {"gpu": "gpu-01", "gateway": "gw-01"}  # the test inventory's hosts at 127.0.0.1
+
+
+def host_client(s: dict, group: str, host: str | None = None):
+    """A client logged in as a host's agent does: a new identity from PKI, then cert auth.
+
+    The test inventory's `gpu-01` and `gw-01` are at 127.0.0.1, so their tokens work from here.
+    """
+    from deploy.vault.identity import agent_pki_role, identity_role
+
+    host = host or HOST_OF_GROUP[group]
+    issued = s["root"].write_data(f"{s['site'].vault.pki_mount}/issue/{agent_pki_role(group)}",
+                                  data={"common_name": host, "ttl": "10m"})["data"]
+    return cert_login(s, identity_role(group, host), issued["private_key"], issued["certificate"])
+
+
+def cert_login(s: dict, role_name: str, key: str, certificate: str):
+    """A client logged in through cert auth role `role_name`, presenting this key and certificate."""
     import hvac
 
-    root = s["root"]
-    role_id = root.auth.approle.read_role_id(role)["data"]["role_id"]
-    if secret_id is None:
-        secret_id = root.auth.approle.generate_secret_id(role)["data"]["secret_id"]
-    client = hvac.Client(url=s["vault"].address, verify=str(s["vault"].ca_file))
-    client.auth.approle.login(role_id=role_id, secret_id=secret_id)
+    pem = Path(s["base"]) / f"login-{role_name}.pem"
+    pem.touch(mode=0o600)
+    pem.write_text(key + "\n" + certificate + "\n")
+    client = hvac.Client(url=s["vault"].address, verify=str(s["vault"].ca_file), cert=(str(pem), str(pem)))
+    client.token = client.write_data("auth/cert/login", data={"name": role_name})["auth"]["client_token"]
     return client
-
-
-def minting(s, held: dict, fail: set = frozenset()):
-    """deliver(hosts) as the vault-agent role does it (metadata `host`, the host's /32), keeping the ids.
-
-    The delivery over SSH itself is tested on real lab hosts (tests/lab/test_vault_agent.py).
-    """
-    from deploy.vault.bootstrap import APPROLE_MOUNT
-
-    def deliver(hosts):
-        for name in hosts:
-            if name in fail:
-                continue
-            group = s["site"].hosts[name].groups[0]
-            held[name] = s["root"].auth.approle.generate_secret_id(
-                f"citadel-{group}", metadata={"host": name}, mount_point=APPROLE_MOUNT,
-                cidr_list=[f"{s['site'].hosts[name].address}/32"],
-            )["data"]["secret_id"]
-        return {name: "unreachable" for name in hosts if name in fail}
-
-    return deliver
 
 
 def start_for_lab(lab, base: Path, edit=None) -> dict:

@@ -1,7 +1,7 @@
 """The optional LUKS2 store volume: inventory, the role's decisions, the host code's pure parts, the control.
 
 What needs a kernel (cryptsetup, dm-crypt, mounts) is tested on the VM host
-(tests/vm/test_vm_hardening.py); the boot-time unwrap with a host's AppRole token against a
+(tests/vm/test_vm_hardening.py); the boot-time unwrap with a host's own token against a
 real OpenBao in tests/lab/test_store_volume_vault.py.
 """
 

@@ -9,27 +9,37 @@ import yaml
 
 from inventory.loader import load_inventory, parse_inventory
 from roles.hardening.firewall import render_ruleset
-from roles.vault_agent.templates import SPECS, agent_hcl, templates
+from roles.vault_agent.templates import SPECS, agent_hcl, identity_template, templates
 from tests.unit.test_firewall_ruleset import EXAMPLE, chain
 
 
-def test_agent_config_takes_only_a_wrapped_secret_id_and_keeps_its_sink_private():
-    hcl = agent_hcl(SPECS["gpu"], "https://vault.example.org:8200", "citadel", "citadel-pki")
-    assert 'secret_id_response_wrapping_path    = "auth/approle/role/citadel-gpu/secret-id"' in hcl
-    assert "remove_secret_id_file_after_reading = true" in hcl
+def test_agent_config_logs_in_with_the_hosts_own_identity_and_keeps_its_sink_private():
+    hcl = agent_hcl(SPECS["gpu"], "https://vault.example.org:8200", "citadel", "citadel-pki", "gpu-01", 604800)
+    assert 'method "cert"' in hcl and 'name        = "gpu-gpu-01"' in hcl and "approle" not in hcl
+    assert 'client_cert = "/var/lib/citadel-agent/gpu/identity.pem"' in hcl and "reload      = true" in hcl
+    assert 'max_backoff = "30s"' in hcl and "num_retries = -1" in hcl  # Vault away: keep trying, 30 s apart at most
     assert "mode = 0600" in hcl
-    assert hcl.count("template {") == 3 and hcl.count('perms       = "0400"') == 3
-    assert hcl.count('user        = "citadel-keyguard"') == 3
+    # The identity (root only, 0600) and the service's files (its user, 0400).
+    assert hcl.count("template {") == 5 and hcl.count('perms       = "0400"') == 4 and hcl.count('perms       = "0600"') == 1
+    assert hcl.count('user        = "citadel-keyguard"') == 4
     # A new vLLM key restarts vLLM (it reads its key at start); the others only reload the keyguard.
     assert hcl.count("try-restart 'citadel-vllm@*.service'") == 1
     assert "token" not in hcl.replace("/token", "")  # no token in the configuration
-    gateway = agent_hcl(SPECS["gateway"], "https://vault.example.org:8200", "citadel", "citadel-pki")
-    assert gateway.count("template {") == 5 and "citadel-gateway" in gateway  # tls, internal keys, client keys, audit key, content key
+    gateway = agent_hcl(SPECS["gateway"], "https://vault.example.org:8200", "citadel", "citadel-pki", "gw-01", 604800)
+    # identity, tls, crl, internal keys, client keys, audit key, content key
+    assert gateway.count("template {") == 7 and "citadel-gateway" in gateway
+
+
+def test_the_identity_is_renewed_from_the_groups_own_client_only_role():
+    text = identity_template(SPECS["gateway"], "citadel-pki", "gw-01", 86400)
+    assert '"citadel-pki/issue/agent-gateway" "common_name=gw-01" "ttl=86400s"' in text
+    assert ".Data.private_key" in text and ".Data.certificate" in text and "issuing_ca" not in text
 
 
 def test_the_gpu_side_renders_hashes_and_certificates_follow_the_rotation_counter():
     gpu = templates(SPECS["gpu"], "citadel", "citadel-pki", "gpu-01", "10.20.1.11", ip=True)
-    assert set(gpu) == {"tls.pem", "internal-api-key.json", "vllm.env"}
+    assert set(gpu) == {"tls.pem", "crl.pem", "internal-api-key.json", "vllm.env"}
+    assert gpu["crl.pem"] == '{{ with secret "citadel-pki/cert/crl" }}{{ .Data.certificate }}{{ end }}\n'
     assert gpu["vllm.env"].startswith('{{ with secret "citadel/data/gpu/vllm-api-key" }}VLLM_API_KEY=')
     assert "sha256Hex" in gpu["internal-api-key.json"] and "toJSON" not in gpu["internal-api-key.json"]
     tls = gpu["tls.pem"]

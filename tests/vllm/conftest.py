@@ -59,8 +59,9 @@ print(json.dumps({"status": r.status, "body": r.read().decode()}))
 THROUGH_KEYGUARD = """
 import http.client, json, ssl
 doc = json.load(open("/etc/citadel/secrets/gateway/internal-api-key.json"))
-c = http.client.HTTPSConnection("%s", 8443, context=ssl.create_default_context(cafile="/etc/citadel/pki-ca.pem"),
-                                timeout=60)
+context = ssl.create_default_context(cafile="/etc/citadel/pki-ca.pem")
+context.load_cert_chain("/etc/citadel/secrets/gateway/tls.pem")  # the keyguard wants a gateway host's certificate
+c = http.client.HTTPSConnection("%s", 8443, context=context, timeout=60)
 body = json.dumps({"model": "%s", "prompt": "hello", "max_tokens": 4, "temperature": 0})
 c.request("POST", "/v1/completions", body=body, headers={"Authorization": "Bearer " + doc["current"]["value"],
                                                         "Content-Type": "application/json"})
@@ -97,7 +98,7 @@ def env(tmp_path_factory):
         (base / "deploy.log").write_text("\n".join(d[1] + d[2] for d in deploys))
         yield {"lab": lab, "host": host, "site": server["site"], "token": server["token"], "store": store,
                "inventory": server["inventory"], "extra": extra, "deploys": deploys, "source": source,
-               "client_keys": keys, "root": server["root"]}
+               "client_keys": keys, "root": server["root"], "vault_dir": base / "vault", "vault_port": server["port"]}
     finally:
         if server:
             stop(base / "vault")

@@ -247,7 +247,7 @@ def test_every_gateway_control_passes_and_each_fails_when_broken(env, gw):
         on_host(env, f"sudo sh -c {shlex.quote(BACKUP)}")
         # The gateway's agent re-renders its files every 30 s, which would mend a broken client
         # table before the check saw it: it is paused while a control is broken (paused, not
-        # stopped: a restarted agent could not log in again with its used secret-id).
+        # stopped: SIGCONT resumes it exactly where it was, with no new login or render).
         on_host(env, f"sudo systemctl kill --signal=SIGSTOP {AGENT}")
         on_host(env, f"sudo sh -c {shlex.quote(control.break_with)}")
         try:

@@ -5,9 +5,19 @@ kernel-scoped control is broken in turn: software emulation makes a redeploy per
 slow, so breaks accumulate and each new break must add exactly its own control to the
 failing set of kernel controls; with all of them broken no other control may fail; one
 redeploy at the end must fix them all.
+
+Then the sealed store's LUKS2 volume (roles/store_volume), and its unlock unit at boot: the
+VM reaches the lab's Vault through qemu's forward (deploy.lab.vm), so after a real reboot
+``citadel-store-unlock.service`` unwraps the volume key through Vault with the host's own
+token and mounts the store, with no operator.
 """
 
 from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +29,10 @@ from inventory.lab import write_lab_inventory
 from inventory.loader import load_inventory
 from tests.conftest import require_root
 from tests.lab.hardening_harness import run_as_root
+from tests.lab.vaultutil import free_port_pair
 
-# The controls the base and hardening roles fix; the VM reaches no Vault (qemu's restricted network): the vault-agent role's controls are tested on containers, tests/lab/test_vault_agent.py.
+# The controls the base and hardening roles fix. The vault-agent role's controls are tested on
+# containers (tests/lab/test_vault_agent.py); on the VM the agent runs for the store's unlock at boot, below.
 CATALOG = tuple(c for c in load_catalog() if c.remediation in ("base", "hardening"))
 KERNEL = [c for c in CATALOG if c.scope == "kernel"]
 # What the air-gapped lab cannot give the VM, so these controls cannot pass there.
@@ -35,7 +47,10 @@ LAB_SUBNET = "10.89.0.0/16"
 @pytest.fixture(scope="module")
 def vm_lab():
     require_root("the VM tier")
-    lab = deploy.lab.up(hosts=1, vm=True, name=LAB_NAME, subnet=LAB_SUBNET, progress=lambda t: print(f"[lab] {t}"))
+    # The VM's forward to the lab's Vault is made when it boots, so the port is chosen now (a free
+    # one: a person's `citadel vault serve` may hold the default 8200).
+    lab = deploy.lab.up(hosts=1, vm=True, name=LAB_NAME, subnet=LAB_SUBNET, vault_port=free_port_pair(),
+                        progress=lambda t: print(f"[lab] {t}"))
     try:
         yield lab
     finally:
@@ -131,9 +146,10 @@ def test_one_redeploy_fixes_every_kernel_break(cumulative_breaks):
 
 
 # --- the sealed store's LUKS2 volume (roles/store_volume) -------------------------------------
-# A real OpenBao on the controller (the VM reaches no Vault: the deploy unwraps the key and
-# pipes it in; the boot-time unwrap with the host's own token is tested in
-# tests/lab/test_store_volume_vault.py). A file-backed image: the VM has no spare disk.
+# A real OpenBao on the controller, on the lab's Vault address and port, which the VM reaches
+# through qemu's forward. The deploy unwraps the key itself and pipes it in; at boot the unit
+# unwraps it through Vault with the host's own token (the last test). A file-backed image: the
+# VM has no spare disk.
 
 STORE = "/var/lib/citadel/models"
 
@@ -146,14 +162,13 @@ def store_volume(vm_lab, vm_host, tmp_path_factory):
     from deploy.runner import configure_logging
     from deploy.vault.client import Access, resolve
     from deploy.vault.server import stop
-    from tests.lab.vaultutil import start_for_lab
 
     base = tmp_path_factory.mktemp("store-volume")
 
     def luks(data):
         data["hosts"][vm_host.name]["model_store"] = {"luks": {"image_size": "96M"}}
 
-    server = start_for_lab(vm_lab, base, luks)
+    server = _start_lab_vault(vm_lab, base, luks)
     log = io.StringIO()
     configure_logging(2, logging.StreamHandler(log))
     access = Access(lambda: resolve(server["site"].vault, env={"BAO_TOKEN": server["token"]}))
@@ -162,9 +177,21 @@ def store_volume(vm_lab, vm_host, tmp_path_factory):
         return run_deploy(server["site"], ["store-volume"], vault=access, limit=[vm_host.name], verbosity=2)
 
     try:
-        yield {**server, "deploy": deploy, "deploys": [deploy(), deploy()], "log": log}
+        yield {**server, "access": access, "deploy": deploy, "deploys": [deploy(), deploy()], "log": log}
     finally:
         stop(base / "vault")
+
+
+def _start_lab_vault(vm_lab, base, edit) -> dict:
+    """``start_for_lab`` on the lab's Vault port (it picks a free one): the VM's forward leads there only."""
+    from unittest import mock
+
+    from tests.lab import vaultutil
+
+    with mock.patch.object(vaultutil, "free_port_pair", lambda: vm_lab.vault_port):
+        server = vaultutil.start_for_lab(vm_lab, base, edit)
+    assert server["port"] == vm_lab.vault_port
+    return server
 
 
 def _on_vm(vm_lab, vm_host, command: str, stdin: str | None = None):
@@ -271,3 +298,107 @@ def test_store_volume_refuses_a_device_holding_a_filesystem(store_volume, vm_lab
         assert _on_vm(vm_lab, vm_host, f"sudo blkid -p -o value -s TYPE {loop}").stdout.strip() == "ext4"
     finally:
         _on_vm(vm_lab, vm_host, f"sudo losetup -d {loop}; sudo rm -f /root/other.img")
+
+
+# --- the store's unlock unit at boot, through Vault ---------------------------------------------
+# The first end-to-end run of citadel-store-unlock.service: the host's agent logs in with its
+# identity (cert auth) through the VM's forward, the unit unwraps the volume key with the agent's
+# token and mounts the store. Nothing is done on the VM between the reboot and the checks.
+
+UNLOCK_UNIT = "citadel-store-unlock.service"
+UNLOCK_TIMEOUT_S = 600.0  # from the reboot request; the unit waits for the agent's token and Vault meanwhile
+SYSTEMD_TIME = "%a %Y-%m-%d %H:%M:%S.%f UTC"  # systemctl show --timestamp=us+utc
+
+
+def _vault_time(text: str) -> float:
+    """Seconds since the epoch of an audit entry's time (RFC 3339, nanoseconds, UTC)."""
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    return datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp() + float(f"0.{fraction or 0}")
+
+
+def _systemd_time(text: str) -> float | None:
+    """Seconds since the epoch of a ``systemctl show --timestamp=us+utc`` value; None when empty."""
+    return datetime.strptime(text, SYSTEMD_TIME).replace(tzinfo=UTC).timestamp() if text else None
+
+
+def _vault_answers(audit_log: Path, offset: int, remote: str) -> list[tuple[float, str, str]]:
+    """(time, path, error) of each request Vault answered from ``remote`` since byte ``offset`` of its audit log."""
+    import json
+
+    with audit_log.open("rb") as handle:
+        handle.seek(offset)
+        entries = [json.loads(line) for line in handle.read().splitlines() if line.strip()]
+    return [(_vault_time(e["time"]), e["request"].get("path", ""), e.get("error") or "")
+            for e in entries if e.get("type") == "response" and e.get("request", {}).get("remote_address") == remote]
+
+
+def _unit_state(vm_lab, vm_host) -> dict[str, str]:
+    shown = _on_vm(vm_lab, vm_host, f"systemctl show {UNLOCK_UNIT} --timestamp=us+utc -p ActiveState -p Result "
+                   "-p ExecMainStatus -p ActiveEnterTimestamp -p ActiveEnterTimestampMonotonic").stdout
+    return dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="module")
+def rebooted(hardened, store_volume, vm_lab, vm_host):
+    """The store's roles deployed with the lab's Vault, then a real reboot of the VM; what the boot did."""
+    from deploy.vault.server import Layout
+
+    site = store_volume["site"]
+    report = run_deploy(site, ["base", "vault-agent", "store-volume"], vault=store_volume["access"],
+                        limit=[vm_host.name], verbosity=2)
+    assert report.ok, (report.hosts[vm_host.name].errors, store_volume["log"].getvalue()[-3000:])
+    audit_log = Layout(Path(store_volume["dir"])).audit_log
+    offset = audit_log.stat().st_size
+    asked = time.time()
+    ssh_seconds = deploy.lab.reboot(vm_host.name, name=LAB_NAME, progress=lambda t: print(f"[reboot] {t}"))
+    while (unit := _unit_state(vm_lab, vm_host)).get("ActiveState") in ("activating", "inactive", None):
+        assert time.time() - asked < UNLOCK_TIMEOUT_S, f"{UNLOCK_UNIT} still {unit} {UNLOCK_TIMEOUT_S:.0f} s after the reboot"
+        time.sleep(2)
+    journal = _on_vm(vm_lab, vm_host, f"sudo journalctl -b -o cat --no-pager -u {UNLOCK_UNIT}").stdout
+    # The VM comes through the forward from 127.0.0.1 (its inventory address); the deploy from the lab's Vault address.
+    answers = _vault_answers(audit_log, offset, "127.0.0.1")
+    active_at = _systemd_time(unit.get("ActiveEnterTimestamp", ""))
+    decrypts = [when for when, path, error in answers
+                if path == f"{site.vault.transit_mount}/decrypt/store-volume" and not error]
+    timing = {
+        "reboot request to SSH": ssh_seconds,
+        "reboot request to Vault's decrypt for the VM (this machine's clock)": decrypts[0] - asked if decrypts else None,
+        "reboot request to the unit active (the VM's clock, from qemu's RTC)": active_at - asked if active_at else None,
+        "kernel start to the unit active (the VM's monotonic clock)": int(unit.get("ActiveEnterTimestampMonotonic") or 0) / 1e6,
+    }
+    print(f"[reboot] {UNLOCK_UNIT}: {unit}")
+    for what, seconds in timing.items():
+        print(f"[reboot] {what}: {'-' if seconds is None else f'{seconds:.1f} s'}")
+    print("[reboot] its journal this boot:\n" + "\n".join(f"    {line}" for line in journal.splitlines()))
+    print("[reboot] Vault's answers to the VM: " + ", ".join(sorted({path for _, path, _ in answers})))
+    return {"unit": unit, "journal": journal, "answers": answers, "decrypts": decrypts, "timing": timing, "site": site}
+
+
+def test_store_unlock_unit_opens_the_volume_at_boot_through_vault(rebooted, store_volume, vm_lab, vm_host):
+    unit, journal, site = rebooted["unit"], rebooted["journal"], rebooted["site"]
+    assert (unit["ActiveState"], unit["Result"], unit["ExecMainStatus"]) == ("active", "success", "0"), (unit, journal)
+    vault_address = str(site.vault.address).rstrip("/")
+    lines = journal.splitlines()
+    assert f"store volume: volume key unwrapped through Vault at {vault_address} (transit key store-volume)" in lines, journal
+    assert f"store volume: /dev/mapper/citadel-store mounted at {STORE} (nosuid,nodev,noexec)" in lines, journal
+    # Anything else it said is a wait (for the agent's token, or for Vault), one line each.
+    said = [line for line in lines if line.startswith("store volume: ")]
+    others = [line for line in said if not line.startswith(("store volume: volume key unwrapped",
+                                                             "store volume: /dev/mapper/", "store volume: waiting for "))]
+    assert not others and "Traceback" not in journal, journal
+    # Vault unwrapped it for the VM, after the reboot, and the VM's agent logged in with its identity (cert auth).
+    assert rebooted["decrypts"], rebooted["answers"]
+    assert any(path == "auth/cert/login" and not error for _, path, error in rebooted["answers"]), rebooted["answers"]
+    mount = _on_vm(vm_lab, vm_host, f"findmnt -n -o SOURCE,FSTYPE,OPTIONS --mountpoint {STORE}").stdout.split()
+    assert mount[:2] == ["/dev/mapper/citadel-store", "ext4"] and {"nosuid", "nodev", "noexec"} <= set(mount[2].split(",")), mount
+    # Through the hardened firewall: its output chain lets the VM reach the lab's Vault and nothing else new.
+    address, port = vault_address.removeprefix("https://").rsplit(":", 1)
+    chain = _on_vm(vm_lab, vm_host, "sudo nft list chain inet citadel output").stdout
+    assert re.search(rf"ip daddr {re.escape(address)} tcp dport {port} accept", chain), chain
+    assert all(seconds is None or seconds < UNLOCK_TIMEOUT_S for seconds in rebooted["timing"].values())
+    # The key Vault gave back is in this boot's journal in neither spelling.
+    import base64
+
+    hex_key = _volume_key(store_volume, vm_lab, vm_host)
+    everything = _on_vm(vm_lab, vm_host, "sudo journalctl -b -o cat --no-pager").stdout
+    assert everything and hex_key not in everything and base64.b64encode(bytes.fromhex(hex_key)).decode() not in everything

@@ -1,4 +1,4 @@
-# Citadel policy for gateway hosts (AppRole citadel-gateway). Least privilege: exact paths
+# Citadel policy for gateway hosts (the cert auth roles gateway-HOST, one per host). Least privilege: exact paths
 # only, except the group's own KV prefix. {{kv_mount}}, {{transit_mount}} and {{pki_mount}}
 # are replaced with the inventory's mount names when `citadel vault bootstrap` writes it.
 
@@ -16,4 +16,16 @@ path "{{transit_mount}}/hmac/audit-chain" {
 # The gateway's own short-lived TLS certificate, from the `gateway` role only.
 path "{{pki_mount}}/issue/gateway" {
   capabilities = ["update"]
+}
+
+# Renew the host's own identity certificate, the one its agent logs in with (client-only,
+# OU agent-gateway; deploy/vault/identity.py): before it ends, with the token it got.
+path "{{pki_mount}}/issue/agent-gateway" {
+  capabilities = ["update"]
+}
+
+# The PKI's revocation list, rendered for the services: a host cut off by
+# `citadel secrets revoke-host` is no longer trusted by its peers within a render interval.
+path "{{pki_mount}}/cert/crl" {
+  capabilities = ["read"]
 }

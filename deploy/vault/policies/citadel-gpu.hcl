@@ -1,4 +1,4 @@
-# Citadel policy for GPU hosts (AppRole citadel-gpu). Least privilege: exact paths only,
+# Citadel policy for GPU hosts (the cert auth roles gpu-HOST, one per host). Least privilege: exact paths only,
 # except the group's own KV prefix. {{kv_mount}}, {{transit_mount}} and {{pki_mount}} are
 # replaced with the inventory's mount names when `citadel vault bootstrap` writes it.
 
@@ -27,4 +27,16 @@ path "{{transit_mount}}/verify/model-signing" {
 # The host's own short-lived TLS certificate, from the `host` role only.
 path "{{pki_mount}}/issue/host" {
   capabilities = ["update"]
+}
+
+# Renew the host's own identity certificate, the one its agent logs in with (client-only,
+# OU agent-gpu; deploy/vault/identity.py): before it ends, with the token it got.
+path "{{pki_mount}}/issue/agent-gpu" {
+  capabilities = ["update"]
+}
+
+# The PKI's revocation list, rendered for the services: a host cut off by
+# `citadel secrets revoke-host` is no longer trusted by its peers within a render interval.
+path "{{pki_mount}}/cert/crl" {
+  capabilities = ["read"]
 }
