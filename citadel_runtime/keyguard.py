@@ -55,6 +55,7 @@ import ssl
 import sys
 import time
 
+from citadel_runtime import sdnotify
 from citadel_runtime.gateway.connections import ConnectionLimits, Deadlines
 from citadel_runtime.gateway.errors import where
 from citadel_runtime.gateway.http1 import (
@@ -405,6 +406,7 @@ async def serve(args: argparse.Namespace, secrets: Secrets) -> None:
     loop.add_signal_handler(signal.SIGHUP, secrets.reload)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    sdnotify.ready()  # only now may systemd send a reload (SIGHUP): its handler is set
     log(f"listening on {host}:{port}, forwarding to {args.upstream} (at most {keyguard.limits.total} connections, "
         f"{keyguard.limits.per_source} per source)")
     await stop.wait()

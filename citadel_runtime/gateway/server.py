@@ -71,6 +71,7 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from citadel_runtime import sdnotify
 from citadel_runtime.gateway import content
 from citadel_runtime.gateway.auditlog import AuditWriteError, Writer
 from citadel_runtime.gateway.budget import SourceBudget, source_key, summary_record
@@ -743,6 +744,7 @@ async def serve(config: dict) -> None:
     loop.add_signal_handler(signal.SIGHUP, gateway.reload, "SIGHUP")
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    sdnotify.ready()  # only now may systemd send a reload (SIGHUP): its handler is set
     tasks = [asyncio.create_task(gateway.watch()), asyncio.create_task(gateway.summarise())]
     log(f"listening on {host}:{port} (TLS), metrics on {admin_host}:{admin_port}; "
         f"{len(gateway.policies)} client policy(ies), models {sorted(gateway.pools)}; "

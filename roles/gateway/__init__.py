@@ -43,7 +43,7 @@ from roles.ops.runtime import install_runtime
 from roles.vault_agent.templates import PKI_CA
 
 CLIENT_CA = f"{GATEWAY_CONFIG_DIR}/client-ca.pem"  # gateway.client_ca_file, for mutual TLS
-MODULES = ("__init__.py", "keydoc.py", "layout.py", "uds.py", *(f"gateway/{m}" for m in (
+MODULES = ("__init__.py", "keydoc.py", "sdnotify.py", "layout.py", "uds.py", *(f"gateway/{m}" for m in (
     "__init__.py", "auditlog.py", "bodycheck.py", "budget.py", "clients.py", "connections.py", "content.py", "errors.py",
     "http1.py", "inspect.py", "metrics.py", "offload.py", "phi.py", "routes.py", "screen.py", "server.py",
     "upstream.py")))

@@ -28,7 +28,7 @@ from roles.ops.runtime import install_runtime
 
 UNIT = "citadel-keyguard.service"  # listens on citadel_runtime.layout.KEYGUARD_PORT
 # The keyguard speaks HTTP through the gateway's own parser, deadlines and upstream pool (one HTTP code to review).
-MODULES = ("__init__.py", "keydoc.py", "keyguard.py", "layout.py", "uds.py", *(f"gateway/{m}" for m in (
+MODULES = ("__init__.py", "keydoc.py", "sdnotify.py", "keyguard.py", "layout.py", "uds.py", *(f"gateway/{m}" for m in (
     "__init__.py", "connections.py", "errors.py", "http1.py", "routes.py", "upstream.py")))
 
 

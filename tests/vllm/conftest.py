@@ -96,13 +96,27 @@ def env(tmp_path_factory):
         deploys = [run_citadel("deploy", "-i", str(server["inventory"]), "--json", token=server["token"],
                                extra_env=extra, timeout=1500, watch_argv=[]) for _ in range(2)]
         (base / "deploy.log").write_text("\n".join(d[1] + d[2] for d in deploys))
-        yield {"lab": lab, "host": host, "site": server["site"], "token": server["token"], "store": store,
+        yield SessionEnv({"lab": lab, "host": host, "site": server["site"], "token": server["token"], "store": store,
                "inventory": server["inventory"], "extra": extra, "deploys": deploys, "source": source,
-               "client_keys": keys, "root": server["root"], "vault_dir": base / "vault", "vault_port": server["port"]}
+               "client_keys": keys, "root": server["root"], "vault_dir": base / "vault", "vault_port": server["port"]})
     finally:
         if server:
             stop(base / "vault")
         deploy.lab.down(name="cvllm")
+
+
+class SessionEnv(dict):
+    """The session's set-up; its repr names its parts only (it holds the root token and keys)."""
+
+    def __repr__(self) -> str:
+        return f"<vllm tier set-up: {', '.join(self)}>"
+
+
+class ClientKeys(dict):
+    """Client name -> key; its repr names the clients only (a failing test's traceback prints it)."""
+
+    def __repr__(self) -> str:
+        return f"<client keys of {', '.join(sorted(self))}>"
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +124,7 @@ def gw(env):
     """The gateway on the host, as its clients see it: address, the CA to verify it, the client keys."""
     host = env["host"]
     ca = on_host(env, "cat /etc/citadel/pki-ca.pem").stdout
-    return {"address": host.address, "ca": ca, "keys": {n: k.reveal() for n, k in env["client_keys"].items()}}
+    return {"address": host.address, "ca": ca, "keys": ClientKeys({n: k.reveal() for n, k in env["client_keys"].items()})}
 
 
 def on_host(env, command: str, check: bool = True):
