@@ -73,6 +73,23 @@ def blocked_modules(settings) -> dict[str, list[BlockedModule]]:
     return groups
 
 
+TMP_MOUNT_DROPIN_FILE = "/etc/systemd/system/tmp.mount.d/citadel-options.conf"
+TMP_MOUNT_DROPIN = (
+    "# Managed by Citadel (role hardening): whichever unit mounts /tmp at boot, fstab's or\n"
+    "# systemd's own tmp.mount, mounts it with the options of fstab's line.\n"
+    "[Mount]\nOptions={options}\n"
+)
+
+
+def tmpfs_options(fstab: str, mountpoint: str) -> str | None:
+    """The options of fstab's tmpfs line for `mountpoint` (None when it is not a tmpfs there)."""
+    for line in fstab.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and not fields[0].startswith("#") and fields[1] == mountpoint and fields[2] == "tmpfs":
+            return fields[3]
+    return None
+
+
 def rewrite_fstab(text: str, swap_off: bool, mounts: list[MountPolicy] = MOUNTS) -> str:
     """fstab with swap entries commented out and /tmp, /dev/shm carrying nodev,nosuid,noexec.
 
@@ -188,9 +205,18 @@ def _fstab_and_swap(site, state: dict, container: bool) -> None:
     else:
         # One rewrite fixes fs-swap-fstab and every FSTAB_OPTIONS row: fs-tmp-nodev, fs-tmp-nosuid, fs-tmp-noexec,
         # fs-shm-nodev, fs-shm-nosuid, fs-shm-noexec.
+        fstab = rewrite_fstab(state["fstab"], swap_off)
         files.put(name="fs-swap-fstab, fs-tmp-no*, fs-shm-no*: fstab: no swap; /tmp and /dev/shm nodev,nosuid,noexec",
-                  src=io.StringIO(rewrite_fstab(state["fstab"], swap_off)), dest="/etc/fstab",
-                  user="root", group="root", mode="0644")
+                  src=io.StringIO(fstab), dest="/etc/fstab", user="root", group="root", mode="0644")
+        options = tmpfs_options(fstab, "/tmp")
+        if options:
+            # systemd's own tmp.mount (Debian ships one) can mount /tmp at boot ahead of fstab's
+            # line, without noexec: seen after a reboot in the lab. A drop-in holds for either.
+            dropin = files.put(name="fs-tmp-mounted-options: /tmp mounted nodev,nosuid,noexec at every boot",
+                               src=io.StringIO(TMP_MOUNT_DROPIN.format(options=options)), dest=TMP_MOUNT_DROPIN_FILE,
+                               user="root", group="root", mode="0644")
+            systemd.daemon_reload(name="fs-tmp-mounted-options: systemd reads the tmp.mount drop-in",
+                                  _if=dropin.did_change)
     if swap_off:
         mask = files.link(name="fs-swap-target-masked: swap.target masked", path=SWAP_TARGET_LINK, target="/dev/null",
                           user="root", group="root")

@@ -10,6 +10,7 @@ session: test_vllm_server.py and test_gateway.py both use it.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -39,6 +40,9 @@ GATEWAY_CLIENTS = {
     **{f"flood-{mode}": {"models": [MODEL], "requests_per_minute": 1_000_000, "concurrent_requests": 8,
                          "max_tokens": 1, "phi": mode} for mode in FLOOD_MODES},
 }
+# Its own lab; another name and subnet let a second run go beside it (a long soak, say).
+LAB_NAME = os.environ.get("CITADEL_VLLM_LAB", "cvllm")
+LAB_SUBNET = os.environ.get("CITADEL_VLLM_LAB_SUBNET", "10.81.0.0/16")
 SOCKET = f"/run/citadel-vllm/{MODEL}/vllm.sock"
 UNIT = f"citadel-vllm@{MODEL}.service"
 RUNTIME = "sudo env PYTHONPATH=/usr/local/lib/citadel/runtime PYTHONDONTWRITEBYTECODE=1 python3"
@@ -76,7 +80,7 @@ def env(tmp_path_factory):
     import deploy.lab
 
     base = tmp_path_factory.mktemp("vllm")
-    lab = deploy.lab.up(hosts=1, name="cvllm", subnet="10.81.0.0/16")
+    lab = deploy.lab.up(hosts=1, name=LAB_NAME, subnet=LAB_SUBNET)
     host = lab.hosts[0]
     server = None
     try:
@@ -102,7 +106,7 @@ def env(tmp_path_factory):
     finally:
         if server:
             stop(base / "vault")
-        deploy.lab.down(name="cvllm")
+        deploy.lab.down(name=LAB_NAME)
 
 
 class SessionEnv(dict):

@@ -1,8 +1,9 @@
 """The site left alone with short lifetimes: every credential renews itself, no chat fails.
 
 On the vllm tier's host (tests/vllm/conftest.py), the inventory's ``vault.lifetimes`` are
-shortened (token 60 s, host credential and certificates ``CITADEL_SOAK_SECONDS``, 180 s by
-default: the smallest the schema allows), ``citadel vault bootstrap`` and a deploy of the
+shortened (token 60 s; host credential ``CITADEL_SOAK_CREDENTIAL_SECONDS`` and certificates
+``CITADEL_SOAK_CERTIFICATE_SECONDS``, 180 s each by default, the smallest the schema allows,
+so that CI can afford five lifetimes), ``citadel vault bootstrap`` and a deploy of the
 vault-agent role apply them. Then nobody does anything for five times the longest lifetime
 while a chat goes through the gateway every 10 s:
 
@@ -26,8 +27,10 @@ from tests.lab.vaultutil import run_citadel
 from tests.vllm.conftest import on_host
 from tests.vllm.test_site_over_time import ChatLoop
 
-LIFETIME = int(os.environ.get("CITADEL_SOAK_SECONDS", 180))
-SHORT = {"token_seconds": 60, "host_credential_seconds": LIFETIME, "certificate_seconds": LIFETIME}
+SHORT = {"token_seconds": 60,
+         "host_credential_seconds": int(os.environ.get("CITADEL_SOAK_CREDENTIAL_SECONDS", 180)),
+         "certificate_seconds": int(os.environ.get("CITADEL_SOAK_CERTIFICATE_SECONDS", 180))}
+LIFETIME = max(SHORT.values())
 SERIALS = {
     "identity gpu": "/var/lib/citadel-agent/gpu/identity.pem",
     "identity gateway": "/var/lib/citadel-agent/gateway/identity.pem",
