@@ -370,7 +370,8 @@ def rebooted(hardened, store_volume, vm_lab, vm_host):
     for what, seconds in timing.items():
         print(f"[reboot] {what}: {'-' if seconds is None else f'{seconds:.1f} s'}")
     print("[reboot] its journal this boot:\n" + "\n".join(f"    {line}" for line in journal.splitlines()))
-    print("[reboot] Vault's answers to the VM: " + ", ".join(sorted({path for _, path, _ in answers})))
+    paths = sorted({path for _, path, _ in answers if not path.startswith("sys/internal/ui/mounts/")})
+    print("[reboot] Vault's answers to the VM since the reboot request: " + ", ".join(paths))
     return {"unit": unit, "journal": journal, "answers": answers, "decrypts": decrypts, "timing": timing, "site": site}
 
 
@@ -386,12 +387,18 @@ def test_store_unlock_unit_opens_the_volume_at_boot_through_vault(rebooted, stor
     others = [line for line in said if not line.startswith(("store volume: volume key unwrapped",
                                                              "store volume: /dev/mapper/", "store volume: waiting for "))]
     assert not others and "Traceback" not in journal, journal
-    # Vault unwrapped it for the VM, after the reboot, and the VM's agent logged in with its identity (cert auth).
-    assert rebooted["decrypts"], rebooted["answers"]
-    assert any(path == "auth/cert/login" and not error for _, path, error in rebooted["answers"]), rebooted["answers"]
+    # Vault unwrapped it for the VM after the reboot, once the VM's agent had logged in with its identity (cert
+    # auth), from 127.0.0.1: the address the VM's identity binds its tokens to, as Vault sees the forward.
+    from deploy.vault.identity import CERT_MOUNT, identity_role
+
+    decrypts, answers = rebooted["decrypts"], rebooted["answers"]
+    assert decrypts, answers
+    assert any(path == f"auth/{CERT_MOUNT}/login" and not error and when <= decrypts[0] for when, path, error in answers), answers
+    role = store_volume["root"].read(f"auth/{CERT_MOUNT}/certs/{identity_role('gpu', vm_host.name)}")["data"]
+    assert {cidr.removesuffix("/32") for cidr in role["token_bound_cidrs"]} == {vm_host.address} == {"127.0.0.1"}, role
     mount = _on_vm(vm_lab, vm_host, f"findmnt -n -o SOURCE,FSTYPE,OPTIONS --mountpoint {STORE}").stdout.split()
     assert mount[:2] == ["/dev/mapper/citadel-store", "ext4"] and {"nosuid", "nodev", "noexec"} <= set(mount[2].split(",")), mount
-    # Through the hardened firewall: its output chain lets the VM reach the lab's Vault and nothing else new.
+    # Through the hardened firewall (default-deny outbound): its output chain lets the VM reach the lab's Vault.
     address, port = vault_address.removeprefix("https://").rsplit(":", 1)
     chain = _on_vm(vm_lab, vm_host, "sudo nft list chain inet citadel output").stdout
     assert re.search(rf"ip daddr {re.escape(address)} tcp dport {port} accept", chain), chain
