@@ -38,6 +38,7 @@ from hardening.controls.filesystem import (
     modprobe_file,
 )
 from roles.facts import FilesystemState
+from roles.ops.pyinfra_private import will_change
 
 logger = logging.getLogger(__name__)
 
@@ -73,21 +74,22 @@ def blocked_modules(settings) -> dict[str, list[BlockedModule]]:
     return groups
 
 
-TMP_MOUNT_DROPIN_FILE = "/etc/systemd/system/tmp.mount.d/citadel-options.conf"
-TMP_MOUNT_DROPIN = (
-    "# Managed by Citadel (role hardening): whichever unit mounts /tmp at boot, fstab's or\n"
-    "# systemd's own tmp.mount, mounts it with the options of fstab's line.\n"
-    "[Mount]\nOptions={options}\n"
+MOUNT_OPTIONS_UNIT = "citadel-mount-options.service"
+MOUNT_OPTIONS_UNIT_TEXT = (
+    "# Managed by Citadel (role hardening). fstab says how /tmp and /dev/shm are mounted, but\n"
+    "# whatever mounts them first at boot wins: systemd's own tmp.mount, or a container manager\n"
+    "# (seen after a reboot in the lab: /tmp without noexec). This puts the options back, each boot.\n"
+    "[Unit]\n"
+    "Description=Citadel: /tmp and /dev/shm mounted nodev,nosuid,noexec, whatever mounted them\n"
+    "After=local-fs.target tmp.mount dev-shm.mount\n"
+    "\n"
+    "[Service]\n"
+    "Type=oneshot\n"
+    "RemainAfterExit=yes\n"
+    + "".join(f"ExecStart=/bin/sh -c 'mountpoint -q {m.mountpoint} && mount -o remount,{','.join(MOUNT_OPTIONS)} "
+              f"{m.mountpoint} || true'\n" for m in MOUNTS)
+    + "\n[Install]\nWantedBy=multi-user.target\n"
 )
-
-
-def tmpfs_options(fstab: str, mountpoint: str) -> str | None:
-    """The options of fstab's tmpfs line for `mountpoint` (None when it is not a tmpfs there)."""
-    for line in fstab.splitlines():
-        fields = line.split()
-        if len(fields) > 3 and not fields[0].startswith("#") and fields[1] == mountpoint and fields[2] == "tmpfs":
-            return fields[3]
-    return None
 
 
 def rewrite_fstab(text: str, swap_off: bool, mounts: list[MountPolicy] = MOUNTS) -> str:
@@ -208,15 +210,11 @@ def _fstab_and_swap(site, state: dict, container: bool) -> None:
         fstab = rewrite_fstab(state["fstab"], swap_off)
         files.put(name="fs-swap-fstab, fs-tmp-no*, fs-shm-no*: fstab: no swap; /tmp and /dev/shm nodev,nosuid,noexec",
                   src=io.StringIO(fstab), dest="/etc/fstab", user="root", group="root", mode="0644")
-        options = tmpfs_options(fstab, "/tmp")
-        if options:
-            # systemd's own tmp.mount (Debian ships one) can mount /tmp at boot ahead of fstab's
-            # line, without noexec: seen after a reboot in the lab. A drop-in holds for either.
-            dropin = files.put(name="fs-tmp-mounted-options: /tmp mounted nodev,nosuid,noexec at every boot",
-                               src=io.StringIO(TMP_MOUNT_DROPIN.format(options=options)), dest=TMP_MOUNT_DROPIN_FILE,
-                               user="root", group="root", mode="0644")
-            systemd.daemon_reload(name="fs-tmp-mounted-options: systemd reads the tmp.mount drop-in",
-                                  _if=dropin.did_change)
+        unit = files.put(name="fs-tmp-mounted-options, fs-shm-mounted-options: their options put back at every boot",
+                         src=io.StringIO(MOUNT_OPTIONS_UNIT_TEXT), dest=f"/etc/systemd/system/{MOUNT_OPTIONS_UNIT}",
+                         user="root", group="root", mode="0644")
+        systemd.service(name=f"fs-tmp-mounted-options, fs-shm-mounted-options: {MOUNT_OPTIONS_UNIT} enabled",
+                        service=MOUNT_OPTIONS_UNIT, running=True, enabled=True, daemon_reload=will_change(unit))
     if swap_off:
         mask = files.link(name="fs-swap-target-masked: swap.target masked", path=SWAP_TARGET_LINK, target="/dev/null",
                           user="root", group="root")
