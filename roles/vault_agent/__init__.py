@@ -166,7 +166,7 @@ def _group(spec: Spec, site, access, vault_ca: bytes) -> None:
                    present=False)
 
     healthy, why = _health(spec, site)
-    pending = [op.name for op in changes if will_change(op)] if healthy else []
+    pending = healthy and any(will_change(op) for op in changes)
     if healthy and not pending:
         return
     reason = why or "its configuration changes"
