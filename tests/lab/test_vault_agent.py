@@ -262,7 +262,9 @@ def test_vault_stopped_midway_through_a_certificate_rotation(env):
 
 
 def sink_mtime(env, host, group: str = "gpu") -> int:
-    return int(ssh(env["lab"], host, f"sudo stat -c %Y {SPECS[group].sink}").stdout)
+    """When the agent's sink was last written; 0 while there is none (a restarted agent's run
+    directory is new, and the sink appears with its first login)."""
+    return int(ssh(env["lab"], host, f"sudo stat -c %Y {SPECS[group].sink} 2>/dev/null || echo 0").stdout)
 
 
 def identity_serial(env, host, group: str = "gpu") -> str:
