@@ -21,6 +21,7 @@ import json
 import os
 import time
 
+import pytest
 import yaml
 
 from tests.lab.vaultutil import run_citadel
@@ -52,6 +53,9 @@ def serials(env) -> dict[str, str]:
     return dict(zip(SERIALS, lines, strict=True))
 
 
+# Five lifetimes plus the two re-deploys: beyond the suite's default per-test timeout when
+# the lifetimes are the (certificates of about 10 min, 50 min in all).
+@pytest.mark.timeout(5 * LIFETIME + 1800)
 def test_left_alone_for_five_lifetimes_every_credential_renews_and_no_chat_fails(env, gw, tmp_path):
     data = yaml.safe_load(env["inventory"].read_text())
     data["vault"]["lifetimes"] = SHORT
