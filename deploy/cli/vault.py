@@ -155,7 +155,8 @@ def vault_bootstrap(
     per host and group (GROUP-HOST: that host's identity only, tokens bound to its address,
     the policies in deploy/vault/policies/), none for a host revoked by `citadel secrets
     revoke-host`. Lifetimes come from the inventory's vault.lifetimes. Each item is reported as
-    created, updated or unchanged; a second run changes nothing.
+    created, updated, unchanged or removed (the identity role of a host no longer in the
+    inventory); a second run changes nothing.
 
     Server: BAO_ADDR or VAULT_ADDR, else the inventory's vault.address (https only). CA:
     BAO_CACERT or VAULT_CACERT, else vault.ca_file. Token: --token-file, else BAO_TOKEN or
@@ -173,8 +174,8 @@ def vault_bootstrap(
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
         return
-    verb = {"created": "would create", "updated": "would update"} if dry_run else {}
-    colour = {"created": "green", "updated": "yellow", "unchanged": "dim"}
+    verb = {"created": "would create", "updated": "would update", "removed": "would remove"} if dry_run else {}
+    colour = {"created": "green", "updated": "yellow", "unchanged": "dim", "removed": "red"}
     table = Table(
         title=f"{'Dry run of the' if dry_run else 'The'} bootstrap of {report.address} ({report.flavor})",
         title_justify="left",

@@ -33,7 +33,7 @@ from deploy.secrets.store import Store, stamp, vault_errors
 from deploy.secrets.tls import Certificates
 from deploy.vault import VaultError
 from deploy.vault.bootstrap import Bootstrapper
-from deploy.vault.identity import CERT_MOUNT, REVOKED_PATH, identity_role, revoked_hosts
+from deploy.vault.identity import CERT_MOUNT, REVOKED_PATH, identity_role
 from deploy.vault.policies import GROUPS
 
 
@@ -136,7 +136,3 @@ def readmit(client, store: Store, site, host: str) -> bool:
         Bootstrapper(client, site).identities()
         store.record("host-identity", host, "readmit", was_revoked=was)
     return was
-
-
-def revoked(store: Store) -> dict[str, dict]:
-    return revoked_hosts(store)

@@ -56,7 +56,7 @@ TRANSIT_KEYS = {
     "store-volume": "aes256-gcm96",
 }
 
-STATUSES = ("created", "updated", "unchanged")
+STATUSES = ("created", "updated", "unchanged", "removed")
 
 
 def token_limits(site) -> dict:
@@ -374,6 +374,22 @@ class Bootstrapper:
                 }
                 self._converge(f"auth/{CERT_MOUNT}/certs/{name}", "host-identity", name, desired,
                                f"auth/{CERT_MOUNT}")
+        wanted = {identity_role(group, host) for group in GROUPS for host in self.site.hosts_in(group)
+                  if host not in revoked}
+        self._prune_identities(unmade, wanted)
+
+    def _prune_identities(self, unmade: set[str], wanted: set[str]) -> None:
+        """Delete Citadel's identity roles of hosts no longer in the inventory (or revoked): a host
+        taken out of the site must not keep a way into Vault (its certificate logs in until it expires)."""
+        if f"auth/{CERT_MOUNT}" in unmade:
+            return
+        listed = self.client.list(f"auth/{CERT_MOUNT}/certs") or {}
+        ours = tuple(f"{group}-" for group in GROUPS)
+        for name in sorted((listed.get("data") or {}).get("keys") or []):
+            if name.startswith(ours) and name not in wanted:
+                if not self.dry_run:
+                    self.client.delete(f"auth/{CERT_MOUNT}/certs/{name}")
+                self._add("host-identity", name, "removed", "its host is not in the inventory, or is revoked")
 
     def _converge(self, path: str, kind: str, label: str, desired: dict, mount: str) -> None:
         """Create or update the object at `path` so the fields in `desired` match."""

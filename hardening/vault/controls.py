@@ -115,24 +115,26 @@ def identity_cidrs(facts) -> Verdict:
 
 
 def no_wildcard_policies(facts) -> Verdict:
-    """Citadel's policies (and any other attached to its roles): no globs but the own KV prefix."""
+    """Citadel's policies (and any other attached to its identity roles): no globs but the own KV prefix."""
     problems, seen = [], []
-    checked = set()
-    for group, _host, _name, role in [(g, None, None, None) for g in GROUPS] + list(_roles(facts)):
-        for policy in sorted({policy_name(group), *((role or {}).get("token_policies") or [])} - {"default"} - checked):
-            checked.add(policy)
-            text = facts.policy(policy)
-            if text is None:
-                problems.append(f"policy {policy} is missing")
-                continue
-            allowed = f"{facts.vault.kv_mount}/data/{group}/*"
-            for rule in parse(text):
-                if ("*" in rule.path or "+" in rule.path) and rule.path != allowed:
-                    problems.append(f"{policy} grants wildcard path {rule.path!r}")
-                bad = FORBIDDEN_CAPABILITIES.intersection(rule.capabilities)
-                if bad:
-                    problems.append(f"{policy} grants {', '.join(sorted(bad))} on {rule.path!r}")
-            seen.append(policy)
+    # Each group's own policy, and any other policy an identity role hands out.
+    attached = {(group, policy) for group, _host, _name, role in _roles(facts)
+                for policy in (role or {}).get("token_policies") or []}
+    for group, policy in sorted({(g, policy_name(g)) for g in GROUPS} | attached):
+        if policy == "default":
+            continue
+        text = facts.policy(policy)
+        if text is None:
+            problems.append(f"policy {policy} is missing")
+            continue
+        allowed = f"{facts.vault.kv_mount}/data/{group}/*"
+        for rule in parse(text):
+            if ("*" in rule.path or "+" in rule.path) and rule.path != allowed:
+                problems.append(f"{policy} grants wildcard path {rule.path!r}")
+            bad = FORBIDDEN_CAPABILITIES.intersection(rule.capabilities)
+            if bad:
+                problems.append(f"{policy} grants {', '.join(sorted(bad))} on {rule.path!r}")
+        seen.append(policy)
     return _verdict(problems, f"{', '.join(seen)}: exact paths only (and each group's own KV prefix)")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import hvac
 import pytest
+import yaml
 
 from deploy.vault.bootstrap import TRANSIT_KEYS, bootstrap
 from deploy.vault.client import connect, resolve
@@ -75,7 +76,7 @@ def test_dry_run_on_a_fresh_server_changes_nothing(server):
 
 def test_first_bootstrap_creates_everything(server):
     report = server["first"]
-    assert report.counts() == {"created": ITEMS, "updated": 0, "unchanged": 0}
+    assert report.counts() == {"created": ITEMS, "updated": 0, "unchanged": 0, "removed": 0}
     engines = server["root"].sys.list_mounted_secrets_engines()["data"]
     assert engines["citadel/"]["type"] == "kv" and engines["citadel/"]["options"]["version"] == "2"
     assert engines["citadel-transit/"]["type"] == "transit"
@@ -84,7 +85,7 @@ def test_first_bootstrap_creates_everything(server):
 
 
 def test_second_bootstrap_changes_nothing(server):
-    assert server["second"].counts() == {"created": 0, "updated": 0, "unchanged": ITEMS}
+    assert server["second"].counts() == {"created": 0, "updated": 0, "unchanged": ITEMS, "removed": 0}
     assert not server["second"].changed
 
 
@@ -217,7 +218,7 @@ def test_cli_bootstrap_json(server):
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     report = json.loads(stdout)
-    assert report["counts"] == {"created": 0, "updated": 0, "unchanged": ITEMS}
+    assert report["counts"] == {"created": 0, "updated": 0, "unchanged": ITEMS, "removed": 0}
     assert report["flavor"] == "openbao" and report["dry_run"] is False
 
 
@@ -255,3 +256,22 @@ def test_cli_bootstrap_without_a_token_is_bad_input(server):
     out, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert "BAO_TOKEN" in err and "Traceback" not in err
+
+
+def test_a_host_taken_out_of_the_inventory_loses_its_identity_role(server):
+    """Its certificate would log in until it expires; the bootstrap removes the role instead."""
+    smaller = yaml.safe_load(server["inventory"].read_text())
+    del smaller["hosts"]["gpu-02"]
+    path = server["base"] / "smaller.yaml"
+    path.write_text(yaml.safe_dump(smaller))
+    try:
+        dry = bootstrap(server["root"], load_inventory(path), dry_run=True)
+        identities = [(i.name, i.status) for i in dry.items if i.kind == "host-identity" and i.status != "unchanged"]
+        assert identities == [("gpu-gpu-02", "removed")]  # (the PKI roles drop its name too: "updated")
+        assert server["root"].read("auth/cert/certs/gpu-gpu-02") is not None  # a dry run changes nothing
+        report = bootstrap(server["root"], load_inventory(path))
+        assert report.counts()["removed"] == 1 and server["root"].read("auth/cert/certs/gpu-gpu-02") is None
+    finally:
+        restored = bootstrap(server["root"], server["site"])
+    assert [(i.name, i.status) for i in restored.items if i.kind == "host-identity" and i.status != "unchanged"] == [
+        ("gpu-gpu-02", "created")]
