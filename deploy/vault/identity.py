@@ -43,11 +43,6 @@ def identity_role(group: str, host: str) -> str:
     return f"{group}-{host}"
 
 
-def identity_login_path(group: str, host: str) -> tuple[str, str]:
-    """(mount path, role name) as the agent's configuration names them."""
-    return f"auth/{CERT_MOUNT}", identity_role(group, host)
-
-
 def revoked_hosts(store) -> dict[str, dict]:
     """The hosts revoked by `citadel secrets revoke-host` and not readmitted: {host: details}."""
     data, _ = store.read(REVOKED_PATH)
