@@ -25,7 +25,7 @@ says why in the journal, so a half-written file never takes the door down. With
 ``--client-ca`` (mutual TLS: only a gateway host's certificate, OU ``gateway``) and ``--crl``,
 the reload also takes the agent's new revocation list: a revoked gateway's next connection
 fails its handshake, and a connection opened before the reload answers at most the request
-under way, none that arrives after (the gateway asks again on a new connection).
+under way; one that arrives after gets a 421, and the gateway asks again on a new connection.
 
 Threats: inference attacks and privacy breaches through direct access to the model server
 (only the gateway holds the key); insecure deployment (no plaintext on the wire); denial
@@ -279,9 +279,10 @@ class Keyguard:
         """Read and answer one request; whether the connection may carry another.
 
         `generation`: the reload the connection's client certificate was checked under. A request
-        that arrives after a later reload (on a kept-alive connection, idle meanwhile) is not
-        answered: its client, the gateway, asks again on a new connection, checked against the
-        CRL in force, so a revoked gateway gets no further answer.
+        that arrives after a later reload (on a kept-alive connection, idle meanwhile, or on a
+        new one whose handshake the reload overtook) is refused with a 421: its client, the
+        gateway, asks again on a new connection, checked against the CRL in force, so a
+        revoked gateway gets no further answer.
         """
         try:
             head = await read_head(reader, idle, DEADLINES.head)
@@ -292,8 +293,14 @@ class Keyguard:
         if head is None:
             return False
         if self.secrets.client_ca and generation != self.secrets.generation:
-            log(f"{source}: closed a connection opened before the last reload without answering; its client "
-                "connects again, checked against the certificates and revocation list in force")
+            # 421: "the client MAY retry the request over a different connection" (RFC 9110
+            # 15.5.20), which the gateway does, once. Never a silent close: a fresh connection
+            # whose handshake a reload overtook would otherwise fail its request for nothing.
+            await discard(reader, head.content_length, DRAIN_LIMIT, DEADLINES.drain)  # read, so the answer is not reset away
+            await self.reply(writer, 421, "the keyguard reloaded its certificates and revocation list after this "
+                             "connection was opened; ask again on a new connection", close=True)
+            log(f"{source} {head.method} {head.target.partition('?')[0][:200]} 421 (opened before the last reload; "
+                "its client asks again on a new connection, checked against the revocation list in force)")
             return False
         slot = self.secrets.key_slot(head)
         try:

@@ -179,6 +179,11 @@ class Pool:
             except (IndexError, ValueError):
                 writer.close()
                 raise UpstreamError("protocol", "the model server's answer is not HTTP") from None
+            if status == 421 and attempt == 0:
+                # The keyguard reloaded its certificates and CRL after this connection was
+                # opened and did not take the request: once more on a new connection.
+                writer.close()
+                continue
             response_headers = {}
             for line in lines[1:]:
                 name, _, value = line.partition(":")

@@ -143,6 +143,19 @@ def _vm_running(lab_dir: Path) -> bool:
         return False
 
 
+def existing_lab_verdict(*, same_shape: bool, dead: int, recorded: int) -> str:
+    """What ``up`` does with a lab already recorded under its name: "reuse", "rebuild" or "refuse".
+
+    A lab of this shape is reused when all of it runs and rebuilt when any of it is down. One of
+    another shape is refused while any of it runs (somebody may be using it), but when none
+    of it runs the record is only what a killed run or a rebooted or copied machine left, so
+    it is rebuilt: CI once failed on exactly such a record.
+    """
+    if same_shape:
+        return "rebuild" if dead else "reuse"
+    return "rebuild" if dead >= recorded else "refuse"
+
+
 def _vm_leftovers(lab_dir: Path) -> list[str]:
     return list(vm_leftovers(lab_dir))
 
@@ -214,21 +227,26 @@ def up(
             and existing.get("vault_port", VAULT_PORT) == vault_port
             and existing.get("complete")
         )
-        if not same:
+        lab_dir = state.lab_dir(name)
+        dead = [h["name"] for h in existing.get("hosts", []) if not _host_running(h)]
+        if existing.get("vm") and not _vm_running(lab_dir):
+            dead.append("lab-vm")
+        recorded = len(existing.get("hosts", [])) + bool(existing.get("vm"))
+        verdict = existing_lab_verdict(same_shape=same, dead=len(dead), recorded=recorded)
+        if verdict == "refuse":
             raise LabError(
                 f"a lab named {name} already exists with another shape "
                 f"({existing.get('host_count')} hosts, vm={bool(existing.get('vm'))}, subnet {existing.get('subnet')}, "
                 f"Vault port {existing.get('vault_port', VAULT_PORT)}); "
                 "run `citadel lab down` first."
             )
-        lab_dir = state.lab_dir(name)
-        dead = [h["name"] for h in existing["hosts"] if not _host_running(h)]
-        if existing.get("vm") and not _vm_running(lab_dir):
-            dead.append("lab-vm")
-        if not dead:
+        if verdict == "reuse":
             say("the lab is already up")
             return _lab_from_state(existing)
-        say(f"hosts {', '.join(dead)} of the existing lab are not running; rebuilding the lab")
+        if same:
+            say(f"hosts {', '.join(dead)} of the existing lab are not running; rebuilding the lab")
+        else:
+            say(f"a lab named {name} is recorded with another shape but none of its hosts runs; removing what is left of it")
         down(name=name, progress=progress)
 
     network.plan(name, subnet, max(hosts, 1))  # validates the subnet and its size

@@ -2,7 +2,8 @@
 
 It does what the gateway does: before each request it reads the internal key document
 its Vault agent rendered, presents the current key, and on a 401 retries once with the
-previous key (the GPU host may not have the new key yet). Each request is a new TLS
+previous key (the GPU host may not have the new key yet); on a 421 (the keyguard reloaded
+during the handshake) it asks once more on a new connection. Each request is a new TLS
 connection verified against Citadel's PKI CA, so a rotated certificate is seen at once.
 
     sudo python3 gateway_loop.py loop ADDRESS STOPFILE   # until STOPFILE exists; JSON summary
@@ -40,7 +41,7 @@ def request(address: str, key: str, certificate: str = CERTIFICATE) -> tuple[int
 
 
 def loop(address: str, stop: str) -> dict:
-    stats = {"ok": 0, "failed": 0, "retried": 0, "versions": [], "serials": [], "errors": []}
+    stats = {"ok": 0, "failed": 0, "retried": 0, "reconnected": 0, "versions": [], "serials": [], "errors": []}
     while not os.path.exists(stop):
         with open(KEYS) as handle:
             doc = json.load(handle)
@@ -48,6 +49,9 @@ def loop(address: str, stop: str) -> dict:
         for attempt, key in enumerate(keys):
             try:
                 status, body, serial = request(address, key)
+                if status == 421:  # opened before a reload of the keyguard: once more, as the gateway does
+                    stats["reconnected"] += 1
+                    status, body, serial = request(address, key)
             except (OSError, ssl.SSLError) as exc:
                 stats["failed"] += 1
                 stats["errors"].append(f"{type(exc).__name__}: {exc}"[:200])
