@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up (scripts/install.sh), bring up a local lab of hosts and an embedded OpenBao server,
 # bootstrap what Citadel needs in it, seal the lab's tiny model, and deploy Citadel to the
-# lab: the first host hardened, serving the model with vLLM (CPU build) in its sandbox. As root.
+# lab: the first host hardened, serving the model with vLLM (CPU build) in its sandbox, behind
+# its gateway. Ends with one chat through the gateway and the curl to send another. As root.
 # Leaves both running; take them down with: .venv/bin/citadel lab down; .venv/bin/citadel vault stop
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -21,6 +22,11 @@ if [ ! -e "$CITADEL_MODEL_STORE/$MODEL/r1/manifest.json" ]; then
     .venv/bin/citadel lab tiny-model "$DEMO_DIR/source/$MODEL"
     .venv/bin/citadel model seal "$DEMO_DIR/source/$MODEL" --name "$MODEL" --revision r1 -i inventory/lab.yaml
 fi
+# The demo's client (its policy is in the lab inventory): its key, 0600, in $DEMO_DIR before the
+# deploy, so the gateway knows it from its start.
+.venv/bin/citadel lab demo-client -i inventory/lab.yaml --dir "$DEMO_DIR" --no-chat
 # Builds the vLLM wheelhouse on first use (cached under ~/.cache/citadel/wheelhouse/).
 .venv/bin/citadel deploy -i inventory/lab.yaml
 .venv/bin/citadel lab status
+# Proof: one chat through the gateway; then the curl for another, the record, the audit, the teardown.
+.venv/bin/citadel lab demo-client -i inventory/lab.yaml --dir "$DEMO_DIR" --vault-dir "$VAULT_DIR"

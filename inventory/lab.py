@@ -25,6 +25,7 @@ LAB_VLLM = {
 }
 # The settings a model needs to serve on a CPU-only lab host (see docs/vllm-cpu.md).
 LAB_REVISION = "r1"
+DEMO_CLIENT = "demo"
 LAB_MODEL = {"max_model_len": 256, "dtype": "float32", "enforce_eager": True, "kv_cache_bytes": 32 << 20}
 
 
@@ -57,6 +58,8 @@ def lab_inventory(lab, model: str | None = None) -> dict:
             "probe_targets": sorted({f"{h.controller_address}:22" for h in lab.hosts}),
         },
         **({"models": {model: {"revision": LAB_REVISION, **LAB_MODEL}}} if model else {}),
+        # The demo's client (`citadel lab demo-client` makes its key): the lab model, the default limits.
+        **({"gateway": {"clients": {DEMO_CLIENT: {"models": [model]}}}} if model else {}),
         "hosts": hosts,
     }
 

@@ -16,11 +16,12 @@ TEST_LAB_NAME = "ctest"
 TEST_LAB_SUBNET = "10.79.0.0/16"
 
 
-# The two long parts run beside everything else when the suite runs on two workers
+# The long parts run beside everything else when the suite runs on two workers
 # (./test.sh: pytest-xdist, --dist loadgroup): the VM is one emulated CPU, busy for most
-# of the run; the hardening lab breaks and redeploys every control. Everything else shares
+# of the run; the hardening lab breaks and redeploys every control; the quick start runs the
+# whole demo in a fresh clone, with its own lab and Vault. Everything else shares
 # one worker, so the session's lab below is made once.
-LONG_GROUPS = {"vm": "vm", "lab/test_hardening.py": "hardening"}
+LONG_GROUPS = {"vm": "vm", "lab/test_hardening.py": "hardening", "vllm/test_quick_start.py": "demo"}
 
 
 def xdist_group(path: Path) -> str:

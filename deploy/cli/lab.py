@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 
 from deploy import lab
-from deploy.cli.common import JsonOption, err, fail, out
+from deploy.cli.common import JsonOption, TokenFileOption, err, fail, load_site, out, vault_call, vault_client
 from deploy.lab.tiny_model import write_tiny_model
 
 lab_app = typer.Typer(
@@ -148,6 +148,83 @@ def lab_reboot(
         out.print_json(json.dumps({"host": host, "seconds": round(seconds, 2)}))
         return
     out.print(f"{host} rebooted: SSH answers again {seconds:.1f} s after the reboot request")
+
+
+@lab_app.command("demo-client")
+def lab_demo_client(
+    inventory: Annotated[
+        Path, typer.Option("--inventory", "-i", help="The lab inventory (written by `citadel lab up --model`).")
+    ] = Path("inventory/lab.yaml"),
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the client's key (0600) and the gateway's CA are written.")
+    ] = Path("/var/lib/citadel-demo"),
+    chat: Annotated[
+        bool, typer.Option("--chat/--no-chat", help="Send one chat through the gateway as proof (after the deploy).")
+    ] = True,
+    vault_dir: Annotated[
+        Path, typer.Option("--vault-dir", help="The embedded Vault's directory, named in the teardown printed at the end.")
+    ] = Path("/var/lib/citadel-vault"),
+    token_file: TokenFileOption = None,
+) -> None:
+    """The demo's gateway client: its key, the CA, one chat, and how to send another.
+
+    The lab inventory gives a client named demo a policy for the lab model. This makes
+    its key in Vault (issued once; replaced when the key file is lost) and writes it, mode
+    0600, to DIR/demo-client.key, with the CA that signs the gateway's certificate in
+    DIR/citadel-ca.pem. Then it sends one chat completion through the gateway of the host
+    serving the model, as any client would, and prints the answer, its request id, the
+    curl for another request, where its audit record is, how to run the audit and how to
+    take everything down. The key is never printed.
+
+    ./demo.sh runs it twice: with --no-chat before the deploy (so the gateway knows the key
+    from its start), then after it. Vault: as for `citadel secrets` (the embedded server's
+    token file in the demo).
+
+    Exit codes: 0 the model answered; 1 Vault failed, or the gateway did not answer 200
+    within 90 s (the message says what it answered); 2 wrong usage (no demo client in the
+    inventory).
+
+    Example: citadel lab demo-client -i inventory/lab.yaml
+    """
+    from deploy.lab import demo
+    from deploy.secrets.store import Store
+
+    site = load_site(inventory)
+    policy = site.gateway.clients.get(demo.DEMO_CLIENT)
+    if policy is None or not policy.models:
+        raise fail(f"{inventory}: gateway.clients has no {demo.DEMO_CLIENT!r} client with a model; "
+                   "bring the lab up with `citadel lab up --model NAME`")
+    model = policy.models[0]
+    serving = [n for n, h in site.hosts.items() if "gateway" in h.groups and model in h.models]
+    if not serving:
+        raise fail(f"{inventory}: no host of group gateway serves model {model!r} (hosts.*.models)")
+    host_name = serving[0]
+    host = site.hosts[host_name]
+    client = vault_client(site, token_file)
+    done = vault_call(demo.ensure_key, Store(client, site.vault.kv_mount), directory)
+    ca_pem = vault_call(lambda: client.secrets.pki.read_ca_certificate(mount_point=site.vault.pki_mount))
+    ca = demo.write_ca(ca_pem if ca_pem.endswith("\n") else ca_pem + "\n", directory)
+    err.print(f"client {demo.DEMO_CLIENT}: key {done}, in {demo.key_path(directory)} (0600); CA in {ca}")
+    if not chat:
+        return
+    key = demo.read_key(demo.key_path(directory))
+    with err.status(f"a chat through the gateway of {host_name}") as status:
+        result = demo.first_chat(str(host.address), ca, key, model, progress=lambda text: status.update(text))
+    if result.status != 200:
+        raise fail(f"the gateway of {host_name} ({host.address}) answered {result.status or 'nothing'}: "
+                   f"{result.answer[:300]}", code=1)
+    out.print(f"the model answered through the gateway (request {result.request_id}): {result.answer!r}")
+    out.print("")
+    from deploy.lab.ssh import ssh_command
+
+    settings = host.ssh
+    known_hosts = demo.write_known_hosts(directory, str(host.address), settings.port, settings.host_key)
+    ssh = ssh_command(settings.user or site.ssh.user or "citadel", str(host.address), settings.port,
+                      settings.key or site.ssh.key, known_hosts)
+    out.print(demo.instructions(address=str(host.address), directory=directory.resolve(), model=model,
+                                inventory=inventory.resolve(),
+                                host=host_name, ssh=ssh, request_id=result.request_id, vault_dir=vault_dir),
+              highlight=False, markup=False, soft_wrap=True)
 
 
 @lab_app.command("down")
