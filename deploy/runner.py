@@ -31,6 +31,7 @@ from pyinfra.api.operations import run_ops
 
 from deploy.connection import MAX_PARALLEL, DeployError, build_pyinfra_inventory, select_hosts
 from deploy.redaction import RedactingFilter, redact
+from deploy.steps import reporting_to
 from inventory.known_hosts import write_known_hosts
 from inventory.schema import Inventory
 from roles import Role, registry
@@ -79,7 +80,9 @@ class DeployListener(Protocol):
     """What a progress display is told. Every method is optional in practice."""
 
     def stage(self, text: str) -> None: ...
+    def note(self, text: str) -> None: ...
     def host_planned(self, host: str, operations: int) -> None: ...
+    def host_step(self, host: str, text: str) -> None: ...
     def host_progress(self, host: str, ok: bool) -> None: ...
 
 
@@ -87,7 +90,13 @@ class _QuietListener:
     def stage(self, text: str) -> None:
         pass
 
+    def note(self, text: str) -> None:
+        pass
+
     def host_planned(self, host: str, operations: int) -> None:
+        pass
+
+    def host_step(self, host: str, text: str) -> None:
         pass
 
     def host_progress(self, host: str, ok: bool) -> None:
@@ -105,6 +114,11 @@ class _Recorder(BaseStateCallback):
         outcome = self.outcomes[host.name]
         outcome.reachable = False
         outcome.errors.append(redact(f"cannot connect: {error}"))
+
+    def operation_host_start(self, state, host, op_hash):
+        # The row shows the operation under way: a multi-GB push is named, not a frozen bar.
+        names = ", ".join(sorted(state.get_op_meta(op_hash).names))
+        self.listener.host_step(host.name, redact(names))
 
     def operation_host_success(self, state, host, op_hash, retry_count=0):
         self.listener.host_progress(host.name, True)
@@ -185,7 +199,7 @@ def run_deploy(
     listener = listener or _QuietListener()
     outcomes = {name: HostOutcome(name) for name in names}
 
-    with tempfile.TemporaryDirectory(prefix="citadel-deploy-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="citadel-deploy-") as scratch, reporting_to(listener):
         known_hosts = write_known_hosts(site, names, Path(scratch))
         config = Config(PARALLEL=min(len(names), MAX_PARALLEL), DIFF=diff)
         state = State(build_pyinfra_inventory(site, names, known_hosts, vault, host_data), config)

@@ -39,6 +39,7 @@ class AuditReport:
     controls: list[Control]
     results: list  # hardening.engine.Result
     generated_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    citadel_version: str = "unknown"  # which code produced the evidence: `citadel audit` gives its own
 
     @property
     def hosts(self) -> list[str]:
@@ -75,6 +76,7 @@ class AuditReport:
             "site": self.site,
             "profile": self.profile,
             "generated_at": self.generated_at,
+            "citadel_version": self.citadel_version,
             "exit_code": self.exit_code(),
             "summary": {host: dict(counts) for host, counts in self.by_host().items()},
             "results": [
@@ -102,6 +104,8 @@ class AuditReport:
                 root, "testsuite", name=host, tests=str(len(mine)), failures=str(counts["fail"]),
                 errors=str(counts["error"]), skipped=str(counts["notapplicable"] + counts["waived"]),
             )
+            properties = ET.SubElement(suite, "properties")
+            ET.SubElement(properties, "property", name="citadel_version", value=self.citadel_version)
             for r in mine:
                 case = ET.SubElement(suite, "testcase", classname=f"citadel.{host}", name=f"{r.control}: {control_by_id[r.control].title}")
                 kind = outcome(r)
@@ -152,7 +156,7 @@ class AuditReport:
                 f"<table><tr><th>host</th><th>result</th><th>evidence</th></tr>{rows}</table></section>"
             )
         return _PAGE.format(
-            site=e(self.site), profile=e(self.profile), generated=e(self.generated_at),
+            site=e(self.site), profile=e(self.profile), generated=e(self.generated_at), version=e(self.citadel_version),
             verdict={0: "PASS", 1: "FAIL", 2: "ERROR"}[self.exit_code()],
             host_table=f"<table><tr><th>host</th>{''.join(f'<th>{k}</th>' for k in _KINDS)}</tr>{host_rows}</table>",
             frameworks="".join(framework_sections), controls="".join(control_sections), count=len(self.controls),
@@ -173,7 +177,7 @@ th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; verti
 .refs {{ font-size: 0.85em; color: #555; }} code {{ white-space: pre-wrap; }}
 </style></head><body>
 <h1>Citadel compliance audit: {site}</h1>
-<p>Profile <b>{profile}</b>, {count} controls, generated {generated}. Overall result: <b>{verdict}</b>.</p>
+<p>Profile <b>{profile}</b>, {count} controls, generated {generated} by Citadel {version}. Overall result: <b>{verdict}</b>.</p>
 <h2>Summary per host</h2>{host_table}
 <h2>Summary per framework</h2>{frameworks}
 <h2>Controls</h2>{controls}

@@ -95,8 +95,8 @@ HostKey = Annotated[str, AfterValidator(_check_host_key)]
 class SSHSettings(Strict):
     """How the controller reaches a host. Host keys are pinned: no trust on first use."""
 
-    user: str = Field("citadel", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    port: int = Field(22, ge=1, le=65535)
+    user: str = Field("citadel", pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="the SSH user (never root: it uses sudo)")
+    port: int = Field(22, ge=1, le=65535, description="the port the controller connects to")
     listen_port: int | None = Field(
         None, ge=1, le=65535,
         description="the port sshd listens on, when a NAT or port forward puts it behind `port`; default: `port`",
@@ -105,7 +105,7 @@ class SSHSettings(Strict):
     host_key: HostKey | None = Field(None, description="pinned public host key line")
     known_hosts: Path | None = Field(None, description="known_hosts file that holds the host's key")
     sudo: bool = Field(True, description="operations run through sudo (the user must not be root)")
-    connect_timeout: int = Field(10, ge=1, le=300)
+    connect_timeout: int = Field(10, ge=1, le=300, description="seconds to wait for the SSH connection")
 
     @property
     def server_port(self) -> int:
@@ -116,16 +116,16 @@ class SSHSettings(Strict):
 class SSHDefaults(Strict):
     """Site-wide SSH defaults; a host's own `ssh` block overrides field by field."""
 
-    user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    port: int | None = Field(None, ge=1, le=65535)
-    key: Path | None = None
-    known_hosts: Path | None = None
-    sudo: bool | None = None
-    connect_timeout: int | None = Field(None, ge=1, le=300)
+    user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="SSH user of every host")
+    port: int | None = Field(None, ge=1, le=65535, description="SSH port of every host")
+    key: Path | None = Field(None, description="private key file of every host")
+    known_hosts: Path | None = Field(None, description="known_hosts file holding every host's pinned key")
+    sudo: bool | None = Field(None, description="operations run through sudo")
+    connect_timeout: int | None = Field(None, ge=1, le=300, description="seconds to wait for an SSH connection")
 
 
 class GPUs(Strict):
-    count: int = Field(0, ge=0, le=64)
+    count: int = Field(0, ge=0, le=64, description="GPUs the host has (0: a CPU-only host)")
     model: str | None = Field(None, max_length=80, description="e.g. 'NVIDIA H100 80GB'")
 
     @model_validator(mode="after")
@@ -178,13 +178,14 @@ class HostModelStore(Strict):
 
 
 class Host(Strict):
-    address: Address
-    groups: list[GroupName] = Field(min_length=1)
-    ssh: SSHSettings | None = None
-    gpus: GPUs = GPUs()
+    address: Address = Field(description="the host's IP address (or DNS name) on the site's network")
+    groups: list[GroupName] = Field(min_length=1, description="what it does: gpu (serves models), gateway (the door "
+                                    "clients use); roles follow from them")
+    ssh: SSHSettings | None = Field(None, description="how the controller reaches it (its pinned host key at least)")
+    gpus: GPUs = Field(GPUs(), description="its GPUs")
     models: list[Name] = Field(default_factory=list, description="names of sealed models it serves")
-    model_store: HostModelStore = HostModelStore()
-    description: str | None = Field(None, max_length=200)
+    model_store: HostModelStore = Field(HostModelStore(), description="where its sealed models are kept")
+    description: str | None = Field(None, max_length=200, description="free text for people")
 
     @field_validator("groups")
     @classmethod
@@ -228,13 +229,13 @@ class Lifetimes(Strict):
 class Vault(Strict):
     """The Vault or OpenBao server. VAULT_ADDR / BAO_ADDR override `address` at run time."""
 
-    address: HttpUrl
+    address: HttpUrl = Field(description="https URL of the Vault or OpenBao server, as hosts reach it")
     ca_file: Path | None = Field(None, description="CA bundle that signed the server's certificate")
-    flavor: Literal["vault", "openbao"] = "openbao"
-    kv_mount: Name = "citadel"
-    transit_mount: Name = "citadel-transit"
-    pki_mount: Name = "citadel-pki"
-    lifetimes: Lifetimes = Lifetimes()
+    flavor: Literal["vault", "openbao"] = Field("openbao", description="which server it is (their APIs differ slightly)")
+    kv_mount: Name = Field("citadel", description="KV v2 mount holding Citadel's secrets")
+    transit_mount: Name = Field("citadel-transit", description="transit mount holding the model keys")
+    pki_mount: Name = Field("citadel-pki", description="PKI mount issuing the hosts' certificates")
+    lifetimes: Lifetimes = Field(Lifetimes(), description="how long tokens, host identities and certificates live")
 
     @field_validator("address")
     @classmethod
@@ -248,17 +249,18 @@ class Vault(Strict):
 class OutboundRule(Strict):
     """One destination hosts may connect to. Anything not listed is dropped and logged."""
 
-    to: Network
-    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(min_length=1)
-    protocol: Literal["tcp", "udp"] = "tcp"
+    to: Network = Field(description="destination address or network (CIDR)")
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(min_length=1, description="destination ports")
+    protocol: Literal["tcp", "udp"] = Field("tcp", description="tcp or udp")
     why: str = Field(min_length=3, max_length=200, description="shown in the firewall rule's comment")
 
 
 class Networks(Strict):
     """Who may reach what. Empty lists mean nobody: the safe default."""
 
-    ssh_allowed: list[Network] = Field(default_factory=list)
-    gateway_allowed: list[Network] = Field(default_factory=list)
+    ssh_allowed: list[Network] = Field(default_factory=list, description="networks that may reach SSH (the controller's)")
+    gateway_allowed: list[Network] = Field(default_factory=list, description="networks whose clients may reach the "
+                                           "gateway's port 443")
     outbound: list[OutboundRule] = Field(
         default_factory=list, description="destinations hosts may reach besides Vault (DNS, NTP, the package mirror)"
     )
@@ -267,14 +269,14 @@ class Networks(Strict):
 class Model(Strict):
     """A model the site serves; its sealed copy is produced by `citadel model seal`."""
 
-    revision: str = Field("main", max_length=80)
-    max_model_len: int = Field(4096, ge=16, le=1_048_576)
+    revision: str = Field("main", max_length=80, description="the sealed revision hosts serve (`citadel model seal --revision`)")
+    max_model_len: int = Field(4096, ge=16, le=1_048_576, description="vLLM --max-model-len: prompt and answer, in tokens")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="vLLM --dtype; float32 on CPU-only lab hosts")
     enforce_eager: bool = Field(False, description="vLLM --enforce-eager: no graph capture or C++ compile at start")
     kv_cache_bytes: int | None = Field(
         None, ge=1 << 20, description="vLLM --kv-cache-memory-bytes; default: from gpu_memory_utilization")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM --gpu-memory-utilization")
 
 
 Endpoint = Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$")]
@@ -301,22 +303,22 @@ class VLLM(Strict):
         description="HOST:PORT the isolation probe tries to reach as the model server's user (each must fail); "
         "the Vault server is always probed",
     )
-    probe_interval_seconds: int = Field(60, ge=10, le=86_400)
+    probe_interval_seconds: int = Field(60, ge=10, le=86_400, description="how often the isolation probe runs")
 
 
 class ClientPolicy(Strict):
     """What one gateway client may do. Defaults are narrow: no model until one is named."""
 
     models: list[Name] = Field(default_factory=list, description="models it may use (none by default)")
-    requests_per_minute: int = Field(60, ge=1, le=1_000_000)
-    concurrent_requests: int = Field(4, ge=1, le=10_000)
+    requests_per_minute: int = Field(60, ge=1, le=1_000_000, description="requests admitted per minute (then 429)")
+    concurrent_requests: int = Field(4, ge=1, le=10_000, description="requests under way at once (then 429)")
     max_tokens: int = Field(512, ge=1, le=1_048_576, description="the most tokens one request may generate, "
                             "all its outputs together (n, best_of and prompt lists multiply it)")
     max_choices: int = Field(1, ge=1, le=64, description="n and best_of at most this (each multiplies the output)")
     clamp_outputs: bool = Field(
         False, description="a request over max_tokens or max_choices is lowered to them, and the record says so "
         "(opt-in; default: refused with 400)")
-    max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
+    max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20, description="largest request body (then 413)")
     phi: Literal["off", "detect", "redact", "block"] = Field(
         "detect", description="the PHI guard: count identifiers in prompts, redact them, or refuse the request")
     record_content: bool = Field(
@@ -347,7 +349,8 @@ class GatewayLimits(Strict):
     audit_refusals_per_second: float = Field(
         10, gt=0, le=10_000, description="records of refused requests without a valid key, per source address; "
         "beyond it (and the burst) they are counted in a 'suppressed' record instead")
-    audit_refusals_burst: int = Field(100, ge=1, le=1_000_000)
+    audit_refusals_burst: int = Field(100, ge=1, le=1_000_000, description="records of such refusals allowed at once "
+                                      "above the rate")
     audit_budget_sources: int = Field(10_000, ge=16, le=1_000_000, description="source addresses the budget "
                                       "remembers at once (the least recent are forgotten: memory stays bounded)")
     audit_summary_seconds: float = Field(60, ge=1, le=3600, description="how often the 'suppressed' counts are written")
@@ -366,7 +369,7 @@ class Gateway(Strict):
         "a key holder without a policy here is refused")
     audit_fail_open: bool = Field(
         False, description="serve even when the audit record cannot be written (opt-in; default: refuse)")
-    request_timeout_seconds: int = Field(120, ge=1, le=3600)
+    request_timeout_seconds: int = Field(120, ge=1, le=3600, description="the longest a request may wait for the model")
     admin_port: int = Field(GATEWAY_ADMIN_PORT, ge=1024, le=65535, description="Prometheus metrics, on loopback only")
     client_ca_file: Path | None = Field(
         None, description="PEM of the CA that signs client applications' certificates (the hospital's own), for "
@@ -378,21 +381,23 @@ class Gateway(Strict):
 class Settings(Strict):
     """Site-wide behaviour. Every default is the safe one; weakening one is an explicit opt-in."""
 
-    ssh_password_auth: bool = False
-    permit_root_login: bool = False
-    core_dumps: bool = False
-    usb_storage: bool = False
-    swap: Literal["off", "encrypted"] = "off"
-    automatic_security_updates: bool = True
+    ssh_password_auth: bool = Field(False, description="allow SSH password logins (opt-in; default: keys only)")
+    permit_root_login: bool = Field(False, description="allow SSH logins as root (opt-in)")
+    core_dumps: bool = Field(False, description="allow core dumps, which may hold PHI and keys (opt-in)")
+    usb_storage: bool = Field(False, description="allow USB mass storage (opt-in)")
+    swap: Literal["off", "encrypted"] = Field("off", description="off: swap entries are disabled; encrypted: they are kept, "
+                                                 "encrypted by the site itself (the fs-swap controls then fail)")
+    automatic_security_updates: bool = Field(True, description="unattended-upgrades installs security updates")
     login_banner: str = Field(
         "Authorised use only. Activity on this system is monitored and recorded.",
         min_length=1,
         max_length=2000,
+        description="shown before login (SSH and consoles)",
     )
     time_servers: list[Address] = Field(
         default_factory=list, description="NTP servers (chrony); empty: Debian's pool, unreachable when air-gapped"
     )
-    transit_key_max_age_days: int = Field(90, ge=1, le=3650)
+    transit_key_max_age_days: int = Field(90, ge=1, le=3650, description="the audit fails a transit key older than this")
     vllm_trust_remote_code: list[Name] = Field(
         default_factory=list, description="models allowed to run their own code (opt-in by name)"
     )
@@ -404,15 +409,15 @@ class Settings(Strict):
 class Inventory(Strict):
     """A whole site: the root of the inventory file."""
 
-    site: Name
-    vault: Vault
-    ssh: SSHDefaults = SSHDefaults()
-    networks: Networks = Networks()
-    settings: Settings = Settings()
-    models: dict[Name, Model] = Field(default_factory=dict)
-    vllm: VLLM = VLLM()
-    gateway: Gateway = Gateway()
-    hosts: dict[Name, Host] = Field(min_length=1)
+    site: Name = Field(description="the site's name (in reports and Vault paths)")
+    vault: Vault = Field(description="the Vault or OpenBao server")
+    ssh: SSHDefaults = Field(SSHDefaults(), description="SSH settings every host inherits")
+    networks: Networks = Field(Networks(), description="who may reach what; empty means nobody")
+    settings: Settings = Field(Settings(), description="site-wide behaviour; every default is the safe one")
+    models: dict[Name, Model] = Field(default_factory=dict, description="the models the site serves, by name")
+    vllm: VLLM = Field(VLLM(), description="the model server's install and its isolation probe")
+    gateway: Gateway = Field(Gateway(), description="the gateway: clients' policies, audit log, limits")
+    hosts: dict[Name, Host] = Field(min_length=1, description="the hosts, by name")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Inventory:

@@ -6,6 +6,7 @@ applies the waivers and writes the report in the format asked for.
 Example::
 
     citadel audit -i site.yaml --profile hipaa --format html -o audit.html
+    citadel audit -i site.yaml --json > audit.json   # the same as --format json
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import typer
 from rich.table import Table
 
 from deploy.cli.common import InventoryOption, err, fail, load_site, out
+from deploy.cli.version import citadel_version
 
 
 class ReportFormat(str, Enum):
@@ -45,6 +47,9 @@ def audit_command(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the report here instead of stdout.")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Report as JSON, as every other command's --json: the same as --format json.")
+    ] = False,
 ) -> None:
     """Check every control on every host, read-only, and report the evidence.
 
@@ -54,6 +59,10 @@ def audit_command(
 
     Waived failures stay in the report, marked with the approver, justification and expiry;
     an expired waiver stops counting.
+
+    `--json` is the same as `--format json` (the option every other command takes); `--format`
+    stays for the other formats and for scripts written against it. Every report names the
+    Citadel version that produced it.
 
     Exit 0 when every applicable control passes (or is waived), 1 when any fails, 2 when
     any check could not be run (an error), or on bad input.
@@ -68,6 +77,10 @@ def audit_command(
     from hardening.report import AuditReport
     from hardening.waivers import WaiverError, apply_waivers, load_waivers
 
+    if as_json:
+        if report_format not in (ReportFormat.table, ReportFormat.json):  # table: the default, not asked for
+            raise fail(f"--json and --format {report_format.value} ask for two report formats: give one")
+        report_format = ReportFormat.json
     site = load_site(inventory)
     catalog = load_catalog()
     try:
@@ -86,10 +99,12 @@ def audit_command(
 
         results = run_audit(site, controls, limit=hosts, progress=progress)
     apply_waivers(results, accepted)
-    report = AuditReport(site=site.site, profile=profile, controls=controls, results=results)
+    report = AuditReport(
+        site=site.site, profile=profile, controls=controls, results=results, citadel_version=citadel_version()
+    )
     if report_format is ReportFormat.table:
         if output:
-            raise fail("--output needs --format json, html or junit")
+            raise fail("--output needs --json, or --format json, html or junit")
         _print_audit_table(report)
     else:
         text = {"json": report.to_json, "html": report.to_html, "junit": report.to_junit}[report_format.value]()
@@ -105,7 +120,10 @@ def _print_audit_table(report) -> None:
     from hardening.report import outcome  # pydantic, as in audit_command
 
     colour = {"pass": "green", "fail": "red", "error": "yellow", "waived": "magenta", "notapplicable": "dim"}
-    table = Table(title=f"Audit of {report.site} (profile {report.profile})", title_justify="left")
+    table = Table(
+        title=f"Audit of {report.site} (profile {report.profile}, citadel {report.citadel_version})",
+        title_justify="left",
+    )
     for column in ("host", "control", "result", "evidence"):
         table.add_column(column, overflow="fold")
     for r in report.results:

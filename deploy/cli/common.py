@@ -16,11 +16,34 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 from rich.console import Console
 
 from deploy.redaction import redact
 from deploy.vault import VaultError
 from deploy.vault.client import connect, resolve
+
+
+def _hide_flag_types() -> None:
+    """Show no type for flags and counters in `--help`, as click's plain help does.
+
+    typer's rich help (0.2x) prints every option's type, and `--dry-run <bool>` or
+    `-v <int>` read as if they took a value. Patched once, here, because every command
+    module imports this one; tests/unit/test_cli_help.py walks every `--help` to keep it so.
+    """
+    option = typer.core.TyperOption
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "flags_hidden", False):  # another typer, or done already
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    display_type_rich.flags_hidden = True
+    option.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
 
 out = Console()  # results (tables, JSON) on stdout
 err = Console(stderr=True)  # progress, warnings and errors on stderr

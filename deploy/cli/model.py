@@ -37,9 +37,11 @@ from deploy.models.keys import Keys
 from deploy.models.listing import list_models
 from deploy.models.location import new_revision, parse_ref, store_root
 from deploy.models.rekey import rekey_models
-from deploy.models.seal import seal_model
-from deploy.models.verify import verify_models
+from deploy.models.seal import seal_model, seal_total
+from deploy.models.verify import verify_models, verify_total
+from deploy.progress import byte_bars
 from deploy.secrets.store import Store
+from deploy.steps import size
 
 STORE_HELP = "The model store (a directory of NAME/REVISION/ folders). Default: $CITADEL_MODEL_STORE."
 
@@ -82,13 +84,7 @@ def _keys(inventory: Path, token_file: Path | None):
 
 
 def _size(count: int | None) -> str:
-    if count is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return str(count)
+    return "-" if count is None else size(count)
 
 
 @model_app.command("seal")
@@ -116,7 +112,8 @@ def model_seal(
     .gitignore are skipped, like model_signing does; symlinks and special files are refused.
 
     The sealed directory appears whole (one rename) or not at all; an existing revision is
-    never overwritten.
+    never overwritten. Progress (bytes, rate, time left) is shown on stderr, except with
+    --json or when stderr is not a terminal.
 
     Exit 0 sealed; 1 Vault or I/O failed (nothing left behind); 2 bad input.
 
@@ -124,7 +121,10 @@ def model_seal(
     """
     root = _root(store)
     keys = _keys(inventory, token_file)
-    result = _call(seal_model, keys, root, source, name, revision or new_revision(), workers=workers)
+    with byte_bars(err, enabled=not as_json) as bars:
+        row = bars.add_task(f"sealing {name}", total=_call(seal_total, source), note="")
+        result = _call(seal_model, keys, root, source, name, revision or new_revision(), workers=workers,
+                       progress=lambda count: bars.advance(row, count))
     if as_json:
         out.print_json(json.dumps(result.as_dict()))
         return
@@ -151,7 +151,8 @@ def model_verify(
     bundle) signed too, its statement the one the manifest names, and its files and
     digests equal to the manifest's; each sealed file's exact size; then, with the data
     key unwrapped through Vault by your token (memory only), every chunk's AES-GCM tag and
-    each file's plaintext sha256. No plaintext is written.
+    each file's plaintext sha256. No plaintext is written. Progress (bytes read, rate, time
+    left) is shown on stderr, except with --json or when stderr is not a terminal.
 
     Exit 0 when every revision checks; 1 when one fails (the message names the file, the
     chunk and the check) or Vault fails; 2 on bad input.
@@ -161,7 +162,9 @@ def model_verify(
     root = _root(store)
     name, revision = _call(parse_ref, ref)
     keys = _keys(inventory, token_file)
-    rows = _call(verify_models, keys, root, name, revision, workers)
+    with byte_bars(err, enabled=not as_json) as bars:
+        row = bars.add_task(f"verifying {ref}", total=_call(verify_total, root, name, revision), note="")
+        rows = _call(verify_models, keys, root, name, revision, workers, progress=lambda count: bars.advance(row, count))
     failed = [r for r in rows if not r["ok"]]
     if as_json:
         out.print_json(json.dumps({"models": rows, "failed": len(failed)}))
@@ -223,17 +226,29 @@ def model_push(
     Only ciphertext, signatures and manifests travel. Host keys are pinned as for
     `citadel deploy`. The model-store role (`citadel deploy`) pushes too, and unseals.
 
+    Up to 8 hosts are pushed at once, each with its own progress bar on stderr (none with
+    --json, or when stderr is not a terminal); a host that fails does not stop the others.
+
     Exit 0 when every host has its models; 1 when a host failed (named, with what to
     re-run); 2 on bad input (an unknown model, a revision not sealed in the store).
 
     Example: `citadel model push -i site.yaml --store /srv/models --model llama-3-8b`
     """
     # pyinfra takes longer to import than the rest of the CLI together: only commands that connect load it.
-    from deploy.models.push import push_models
+    from deploy.models.push import checked_plan, push_models, push_totals
 
     site = load_site(inventory)
-    done = _call(push_models, site, _root(store), hosts=limit, models=model,
-                 progress=lambda text: err.print(f"pushing {text}"))
+    root = _root(store)
+    totals = push_totals(root, _call(checked_plan, site, root, limit, model))
+    with byte_bars(err, enabled=not as_json) as bars:
+        rows = {host: bars.add_task(host, total=total, note="") for host, total in totals.items()}
+        try:
+            done = _call(push_models, site, root, hosts=limit, models=model,
+                         progress=lambda host, count: bars.advance(rows[host], count))
+        finally:
+            for task in bars.tasks:  # the hosts that did not finish: the error below names them
+                if not task.finished:
+                    bars.update(task.id, note="[red]failed[/]")
     if as_json:
         out.print_json(json.dumps({"hosts": done}))
         return

@@ -40,7 +40,11 @@ def wheelhouse(inventory: InventoryOption, as_json: JsonOption = False) -> None:
     site = load_site(inventory)
     try:
         with err.status("vLLM wheelhouse") as status:
-            house = ensure(site.vllm, progress=lambda text: status.update(text))
+            def step(text: str) -> None:  # each pip step stays on screen; the spinner shows the latest
+                err.print(text, markup=False, highlight=False)
+                status.update(text)
+
+            house = ensure(site.vllm, progress=step)
     except VllmError as exc:
         raise fail(str(exc), code=exc.exit_code) from None
     wheels = house.wheels()

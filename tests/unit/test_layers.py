@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "deploy.vllm": 2,
     "deploy.lab": 2,
     "deploy.redaction": 2,
+    "deploy.steps": 2,  # what roles say during a deploy, shown by the CLI's live display
     "hardening.vault.controls": 2,  # the Vault server audit reads services
     "hardening.vault.facts": 2,
     "hardening.vault.run": 2,
