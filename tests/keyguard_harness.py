@@ -99,6 +99,19 @@ class Keyguard(Gateway):
         self._write_files()
         for model in self.models:
             self.served[model] = UnixRecordingUpstream(Path(self.template.format(model=model))).__enter__()
+        return self._launch()
+
+    def kill(self) -> None:
+        """SIGKILL the keyguard process only (its stand-in model servers stay): a host lost at once."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def revive(self) -> Keyguard:
+        """Start the keyguard process again, on the same port, after `kill`."""
+        return self._launch()
+
+    def _launch(self) -> Keyguard:
+        started = self.log().count("listening on")
         root = runtime_root()
         limit = self.descriptors
 
@@ -114,7 +127,7 @@ class Keyguard(Gateway):
                  "--upstream-key", str(w / "vllm.env"), *self.arguments],
                 cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stderr=log, preexec_fn=limit_descriptors)
         deadline = time.monotonic() + 30
-        while "listening on" not in self.log():
+        while self.log().count("listening on") == started:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the keyguard did not start: {self.log()}")
             time.sleep(0.05)

@@ -29,6 +29,9 @@ class Metrics:
         self.connections_refused: Counter = Counter()  # the limit hit: "total" or "per source"
         self.streams: Counter = Counter()  # outcome: completed, cut by client, cut by upstream
         self.audit_suppressed = 0  # refusals over their source's audit budget (counted in summaries)
+        self.replica_requests: Counter = Counter()  # (model, replica): attempts sent to it
+        self.failovers: Counter = Counter()  # (model, replica, reason): attempts taken elsewhere, unsent
+        self.ejections: Counter = Counter()  # (model, replica): taken out of rotation
         self.buckets = [0] * len(BUCKETS)
         self.latency_sum = 0.0
         self.latency_count = 0
@@ -42,7 +45,8 @@ class Metrics:
                 self.buckets[i] += 1
 
     def render(self, *, audit_healthy: bool, audit_written: int, audit_failures: int = 0, connections_open: int = 0,
-               offloaded: int = 0) -> str:
+               offloaded: int = 0, replicas: tuple = ()) -> str:
+        """The exposition; `replicas`: (model, replica, in rotation, requests outstanding) for each."""
         out = ["# HELP citadel_gateway_requests_total Requests answered, by client, route and status.",
                "# TYPE citadel_gateway_requests_total counter"]
         out += [f"citadel_gateway_requests_total{_labels(client=c, route=r, status=s)} {n}"
@@ -79,13 +83,30 @@ class Metrics:
         out += _single("audit_suppressed_total", "counter",
                        "Refusals over their source's audit budget, counted in summary records.", self.audit_suppressed)
         out += _single("offloaded_total", "counter", "Request bodies screened in a worker process.", offloaded)
+        replica = ("model", "replica")
+        out += _labelled("replica_requests_total", "counter", "Attempts sent to each replica of a model.", replica,
+                         self.replica_requests)
+        out += _labelled("replica_failovers_total", "counter",
+                         "Attempts that reached no model server on a replica and were taken to another, by why.",
+                         (*replica, "reason"), self.failovers)
+        out += _labelled("replica_ejections_total", "counter", "Times a replica was taken out of rotation.", replica,
+                         self.ejections)
+        out += _labelled("replica_in_rotation", "gauge", "1 while a replica takes requests, 0 while ejected.", replica,
+                         {(m, r): int(healthy) for m, r, healthy, _ in replicas})
+        out += _labelled("replica_outstanding", "gauge", "Requests a replica is answering now.", replica,
+                         {(m, r): n for m, r, _, n in replicas})
         return "\n".join(out) + "\n"
 
 
 def _family(name: str, kind: str, help_text: str, label: str, counts: Counter) -> list[str]:
+    return _labelled(name, kind, help_text, (label,), {(key,): n for key, n in counts.items()})
+
+
+def _labelled(name: str, kind: str, help_text: str, labels: tuple[str, ...], counts: dict) -> list[str]:
+    """A metric family whose series are keyed by tuples of `labels`' values."""
     full = f"citadel_gateway_{name}"
     return [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}",
-            *(f"{full}{_labels(**{label: key})} {n}" for key, n in sorted(counts.items()))]
+            *(f"{full}{_labels(**dict(zip(labels, key, strict=True)))} {n}" for key, n in sorted(counts.items()))]
 
 
 def _single(name: str, kind: str, help_text: str, value: float) -> list[str]:

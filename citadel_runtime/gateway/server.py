@@ -18,6 +18,14 @@ the client's policy. Everything else goes to the model server, whose answer is s
 back; a client that leaves midway has its model server connection closed at once, so the
 generation stops and its concurrency slot is free.
 
+A model may be served by several GPU hosts (``replicas``): each request goes to the healthy
+one with the fewest requests outstanding, and is taken to another only when it provably
+reached no model server (no connection, a failed TLS handshake, the keyguard's 503 for a
+model not served there now). The record names the replica that answered (``replica``) and
+the attempts taken elsewhere (``retries``: replica and reason). Replicas are health-checked
+every ``health_seconds`` (``GET /v1/models`` on the keyguard, within ``health_timeout``),
+when a model has more than one.
+
 The record: exactly one ``request`` record per request whose head was read, whatever
 happens (refused, malformed, timed out, failed inside the gateway (500), client gone
 (499), model server gone), and a record of a head that never parsed (400/408/431) too.
@@ -44,7 +52,10 @@ the limits shown are the defaults)::
      "client_keys": "/etc/citadel/secrets/gateway/client-keys.json",
      "audit_key": "/etc/citadel/secrets/gateway/audit-hmac.json",
      "audit_log": "/var/log/citadel-gateway/audit.jsonl", "audit_fail_open": false,
-     "upstreams": {"tiny": "https://10.80.0.2:8443"}, "upstream_ca": "/etc/citadel/pki-ca.pem",
+     "upstreams": {"tiny": "https://10.80.0.2:8443",
+                   "big": [{"name": "gpu-01", "url": "https://10.80.0.2:8443"},
+                           {"name": "gpu-02", "url": "https://10.80.0.3:8443"}]},
+     "health_seconds": 5, "health_timeout": 2, "upstream_ca": "/etc/citadel/pki-ca.pem",
      "upstream_key": {"kind": "keydoc", "path": "/etc/citadel/secrets/gateway/internal-api-key.json"},
      "request_timeout": 120,
      "max_connections": 1024, "max_connections_per_source": 64, "listen_backlog": 1024,
@@ -91,9 +102,19 @@ from citadel_runtime.gateway.http1 import (
 )
 from citadel_runtime.gateway.metrics import Metrics
 from citadel_runtime.gateway.offload import Offload
+from citadel_runtime.gateway.replicas import (
+    HEALTH_SECONDS,
+    HEALTH_TIMEOUT,
+    Replica,
+    Replicas,
+    ejects,
+    parse_upstreams,
+    probe,
+    retryable,
+)
 from citadel_runtime.gateway.routes import classify
 from citadel_runtime.gateway.screen import Screened, screen
-from citadel_runtime.gateway.upstream import Address, Pool, Response, UpstreamError
+from citadel_runtime.gateway.upstream import Pool, Response, UpstreamError
 from citadel_runtime.layout import GATEWAY_ADMIN_PORT, GATEWAY_PORT
 from citadel_runtime.uds import read_env_file
 
@@ -278,7 +299,9 @@ class Gateway:
         self.journal = bool(config.get("journal", True))
         self.audit = Writer(config["audit_log"], read_audit_key(config["audit_key"]), bool(config.get("audit_fail_open")))
         client_tls = upstream_tls(config)
-        self.pools = {model: Pool(Address.parse(a), client_tls) for model, a in (config.get("upstreams") or {}).items()}
+        self.replicas = parse_upstreams(config, client_tls)
+        self.health_seconds = float(config.get("health_seconds", HEALTH_SECONDS))
+        self.health_timeout = float(config.get("health_timeout", HEALTH_TIMEOUT))
         self.tls = tls_context(config["tls"], config.get("client_ca"))
         recorders = sorted(name for name, policy in self.policies.items() if policy.record_content)
         # Content is recorded only sealed: a client that asks for it without a key stops the start.
@@ -310,9 +333,10 @@ class Gateway:
             log(f"reload ({why}) failed, keeping what is in force: {type(exc).__name__}: {exc}")
             return
         self.tls, self.keys, self.upstream = tls, keys, upstream
-        for pool in self.pools.values():
-            pool.tls = client_tls
-            pool.close()  # idle connections were checked against the old CA, CRL and certificate
+        for group in self.replicas.values():
+            for replica in group.replicas:
+                replica.pool.tls = client_tls
+                replica.pool.close()  # idle connections were checked against the old CA, CRL and certificate
         log(f"reloaded ({why}): certificate, {len(keys.doc.get('clients') or {})} client(s), model server key, "
             "revocation list")
 
@@ -323,6 +347,24 @@ class Gateway:
             if stamps != self.stamps:
                 self.stamps = stamps
                 self.reload("a key file changed")
+
+    async def check_replicas(self) -> None:
+        """Every health_seconds, each replica of each model served by several: in rotation or out."""
+        checked = [(group, replica) for group in self.replicas.values() if len(group.replicas) > 1
+                   for replica in group.replicas]
+        while checked and self.health_seconds > 0:
+            await asyncio.gather(*(self.check_replica(group, replica) for group, replica in checked))
+            await asyncio.sleep(self.health_seconds)
+
+    async def check_replica(self, group: Replicas, replica: Replica) -> None:
+        try:
+            problem = await probe(replica, group.model, self.upstream, self.health_timeout)
+        except Exception as exc:  # noqa: BLE001 - a check that fails oddly says the replica is not well
+            problem = f"health check failed: {where(exc)}"
+        if problem is not None:
+            self.eject(group, replica, problem)
+        elif group.admit(replica):
+            log(f"model {group.model} on {replica.name}: back in rotation (its health check passed)")
 
     def sni(self, ssl_object, server_name, context) -> None:
         ssl_object.context = self.tls  # each handshake uses the certificate in force now
@@ -543,10 +585,10 @@ class Gateway:
         self.note_screening(rec, screened, policy)
         if screened.status != 200:
             return await self.refuse(writer, ex, screened.status, screened.reason)
-        pool = self.pools.get(screened.model)
-        if pool is None:
+        group = self.replicas.get(screened.model)
+        if group is None:
             return await self.refuse(writer, ex, 404, "model not served here")
-        return await self.forward(head, screened.body or raw, pool, writer, ex)
+        return await self.forward(head, screened.body or raw, group, writer, ex)
 
     def note_screening(self, rec: dict, screened: Screened, policy: Policy) -> None:
         rec["request_sha256"] = screened.sha256
@@ -564,25 +606,76 @@ class Gateway:
     async def models(self, writer, ex: Exchange, policy: Policy) -> bool:
         """``GET /v1/models``: the models this client may use and this gateway serves."""
         listed = [{"id": model, "object": "model", "owned_by": "citadel"} for model in policy.models
-                  if model in self.pools]
+                  if model in self.replicas]
         return await self.answer(writer, ex, 200, "application/json",
                                  json.dumps({"object": "list", "data": listed}).encode())
 
     # -- the model server ------------------------------------------------------------------
 
-    async def forward(self, head: Head, raw: bytes, pool: Pool, writer, ex: Exchange) -> bool:
+    async def forward(self, head: Head, raw: bytes, group: Replicas, writer, ex: Exchange) -> bool:
+        """Send the request to one of the model's replicas and relay its answer."""
         rec = ex.rec
         headers = [("Content-Type", "application/json"), ("Accept", head.headers.get("accept", "*/*")[:200]),
                    ("X-Request-Id", rec["request_id"])]
-        response = data = None
+        replica = response = data = None
         try:
             async with ClientWatch(writer) as watch:
-                response, data = await self.ask(pool, head.method, rec["route"], headers, raw)
+                replica, response, data = await self.reach(group, head.method, headers, raw, rec)
         except UpstreamError as exc:
             self.metrics.upstream_errors[exc.kind] += 1
-            status = {"connect": 503, "timeout": 504}.get(exc.kind, 502)
+            # 503: the request reached no model server (try again); once it may have, 502 (or 504).
+            status = 503 if exc.unsent else {"timeout": 504}.get(exc.kind, 502)
             return await self.refuse(writer, ex, status, f"model server: {exc}")
-        if watch.gone:
+        try:
+            return await self.relay(writer, ex, response, data, watch.gone)
+        finally:
+            if replica is not None:
+                replica.outstanding -= 1
+
+    async def reach(self, group: Replicas, method: str, headers: list, raw: bytes,
+                    rec: dict) -> tuple[Replica, Response, bytes | None]:
+        """The first answer a replica gives, trying the next only while the request provably reached
+        no model server (``replicas.retryable``). The replica returned counts this request among
+        its outstanding ones until the caller is done with the answer."""
+        tried: set[Replica] = set()
+        while True:
+            replica = group.choose(tried)
+            tried.add(replica)
+            rec["replica"] = replica.name
+            self.metrics.replica_requests[(group.model, replica.name)] += 1
+            replica.outstanding += 1
+            error = response = data = None
+            try:
+                response, data = await self.ask(replica.pool, method, rec["route"], headers, raw)
+            except UpstreamError as exc:
+                error = exc
+            except BaseException:
+                replica.outstanding -= 1  # the client went away (cancelled), or worse
+                raise
+            status = None if response is None else response.status
+            if ejects(error, status):
+                self.eject(group, replica, error.reason if error else f"answered {status}")
+            elif error is None and group.admit(replica):  # tried while out (every replica was): it answers
+                log(f"model {group.model} on {replica.name}: back in rotation (it answered)")
+            why = retryable(error, status, data)
+            if why is None or len(tried) == len(group.replicas):
+                if error is not None:
+                    replica.outstanding -= 1
+                    raise error
+                return replica, response, data
+            replica.outstanding -= 1
+            rec.setdefault("retries", []).append({"replica": replica.name, "reason": why})
+            self.metrics.failovers[(group.model, replica.name, why)] += 1
+
+    def eject(self, group: Replicas, replica: Replica, reason: str) -> None:
+        if group.eject(replica, reason):
+            self.metrics.ejections[(group.model, replica.name)] += 1
+            log(f"model {group.model} on {replica.name}: out of rotation ({reason})")
+
+    async def relay(self, writer, ex: Exchange, response: Response, data: bytes | None, gone: bool) -> bool:
+        """The model server's answer to the client (whole, or as a stream), with its record."""
+        rec = ex.rec
+        if gone:
             if response is not None:
                 response.close()
             await self.settle(ex, 499, GONE)
@@ -655,7 +748,7 @@ class Gateway:
             response.close()
         self.metrics.streams[outcome] += 1
         end = {"type": "stream_end", "time": now_iso(), "request_id": rec["request_id"], "client": rec["client"],
-               "source": rec["source"], "model": rec["model"], "outcome": outcome, "detail": detail, "bytes": size,
+               "source": rec["source"], "model": rec["model"], "replica": rec.get("replica"), "outcome": outcome, "detail": detail, "bytes": size,
                "first_byte_ms": rec["latency_ms"], "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                "response_sha256": digest.hexdigest(), "prompt_tokens": None, "completion_tokens": None}
         usage(end, tail)
@@ -675,7 +768,10 @@ class Gateway:
                 body = self.metrics.render(audit_healthy=self.audit.healthy, audit_written=self.audit.written,
                                            audit_failures=self.audit.failures,
                                            connections_open=self.connections.count,
-                                           offloaded=self.offload.offloaded).encode()
+                                           offloaded=self.offload.offloaded,
+                                           replicas=tuple((group.model, r.name, r.healthy, r.outstanding)
+                                                          for group in self.replicas.values()
+                                                          for r in group.replicas)).encode()
                 kind, status = "text/plain; version=0.0.4", 200
             elif head.method == "GET" and head.target == "/health":
                 body, kind = json.dumps({"audit_log_healthy": self.audit.healthy}).encode(), "application/json"
@@ -745,9 +841,10 @@ async def serve(config: dict) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     sdnotify.ready()  # only now may systemd send a reload (SIGHUP): its handler is set
-    tasks = [asyncio.create_task(gateway.watch()), asyncio.create_task(gateway.summarise())]
+    tasks = [asyncio.create_task(gateway.watch()), asyncio.create_task(gateway.summarise()),
+             asyncio.create_task(gateway.check_replicas())]
     log(f"listening on {host}:{port} (TLS), metrics on {admin_host}:{admin_port}; "
-        f"{len(gateway.policies)} client policy(ies), models {sorted(gateway.pools)}; "
+        f"{len(gateway.policies)} client policy(ies), models {sorted(gateway.replicas)}; "
         f"{gateway.offload.workers} worker process(es) for bodies from {gateway.offload.inline_below} bytes")
     await stop.wait()
     for task in tasks:

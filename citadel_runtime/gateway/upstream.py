@@ -2,8 +2,12 @@
 
 Addresses: ``https://HOST:8443`` (a GPU host's keyguard, verified against Citadel's PKI CA),
 ``http://127.0.0.1:PORT`` or ``unix:/run/citadel-vllm/MODEL/vllm.sock`` (vLLM on this host).
-Idle connections are pooled; a pooled connection the server closed meanwhile is retried
-once on a fresh one, which is safe because nothing of the response was read yet. A request
+Idle connections are pooled. A pooled connection the server closed while it sat idle is
+found so before it is used (a peek at its socket) and dropped; one that breaks off after the
+request was written, before any byte of the answer, is retried once on a fresh one. An error
+says whether the request provably never left (``unsent``: no connection could be made, or
+its TLS handshake failed, before anything was written), which is when the gateway may try
+another replica (``replicas``). A request
 or an answer abandoned midway (its task cancelled: the client went away) closes its
 connection, which is how the model server learns to stop generating.
 
@@ -16,6 +20,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import ssl
 from dataclasses import dataclass
 
@@ -25,11 +31,48 @@ MAX_HEAD = 64 * 1024
 
 
 class UpstreamError(Exception):
-    """The model server could not be reached (`connect`) or broke off (`protocol`, `timeout`)."""
+    """The model server could not be reached (`connect`) or broke off (`protocol`, `timeout`).
 
-    def __init__(self, kind: str, detail: str):
+    `unsent`: nothing of the request was written to any connection (a refused or reset
+    connect, a failed TLS handshake, a connect that timed out), so no model server saw it.
+    `reason`: a short, fixed description, for records and metric labels.
+    """
+
+    def __init__(self, kind: str, detail: str, unsent: bool = False, reason: str | None = None):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
+        self.unsent = unsent
+        self.reason = reason or kind
+
+
+def connect_failure(exc: BaseException) -> str:
+    """A short, fixed description of why a connection could not be made (for records and metrics)."""
+    if isinstance(exc, TimeoutError):
+        return "connect timed out"
+    if isinstance(exc, ssl.SSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connect refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connect reset"
+    return f"cannot connect ({type(exc).__name__})"
+
+
+def closed_while_idle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Whether the peer closed (or reset) a pooled connection while it sat idle: the event loop
+    may not have seen it yet, so the socket itself is asked, without taking any byte from it."""
+    if writer.is_closing() or reader.at_eof() or reader.exception() is not None:
+        return True
+    raw = writer.get_extra_info("socket")
+    if raw is None:
+        return False
+    try:
+        with socket.socket(fileno=os.dup(raw.fileno())) as peek:
+            return peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False  # nothing to read: open, as an idle connection should be
+    except OSError:
+        return True  # reset
 
 
 @dataclass(frozen=True)
@@ -126,7 +169,8 @@ class Pool:
         self.size = size
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    async def _open(self, timeout: float):
+    async def _open(self, timeout: float, unsent: bool = True):
+        """A new connection; `unsent`: no earlier attempt wrote this request (see UpstreamError)."""
         a = self.address
         try:
             if a.scheme == "unix":
@@ -135,10 +179,12 @@ class Pool:
             return await within(
                 asyncio.open_connection(a.host, a.port, ssl=tls, server_hostname=a.host if tls else None, limit=MAX_HEAD),
                 timeout)
-        except TimeoutError:
-            raise UpstreamError("connect", "timed out connecting to the model server") from None
+        except TimeoutError as exc:
+            raise UpstreamError("connect", "timed out connecting to the model server", unsent,
+                                connect_failure(exc)) from None
         except (OSError, ssl.SSLError) as exc:
-            raise UpstreamError("connect", f"cannot connect to the model server ({type(exc).__name__})") from None
+            raise UpstreamError("connect", f"cannot connect to the model server ({type(exc).__name__})",
+                                unsent, connect_failure(exc)) from None
 
     def put(self, reader, writer) -> None:
         # A connection made under a context since replaced (a new CRL, CA or certificate) is not
@@ -155,11 +201,13 @@ class Pool:
         if body or method == "POST":
             head.append(f"Content-Length: {len(body)}")
         data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        written = False  # some attempt wrote the request: from then on, no error is `unsent`
         for attempt in (0, 1):
-            reused = bool(self.idle) and attempt == 0
-            reader, writer = self.idle.pop() if reused else await self._open(timeout)
+            idle = self._idle_connection() if attempt == 0 else None
+            reader, writer = idle or await self._open(timeout, unsent=not written)
             try:
                 writer.write(data)
+                written = True
                 await writer.drain()
                 raw = await within(reader.readuntil(b"\r\n\r\n"), timeout)
             except TimeoutError:
@@ -167,8 +215,8 @@ class Pool:
                 raise UpstreamError("timeout", "the model server did not answer in time") from None
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError) as exc:
                 writer.close()
-                if reused:
-                    continue  # the server had closed this idle connection: once more, fresh
+                if idle and isinstance(exc, asyncio.IncompleteReadError | OSError) and not getattr(exc, "partial", b""):
+                    continue  # the server closed this idle connection as we wrote: once more, fresh
                 raise UpstreamError("protocol", f"the model server closed the connection ({type(exc).__name__})") from None
             except asyncio.CancelledError:
                 writer.close()  # the client went away: the model server must stop working for it
@@ -191,6 +239,15 @@ class Pool:
                     response_headers[name.strip().lower()] = value.strip()
             return Response(self, reader, writer, status, response_headers)
         raise UpstreamError("protocol", "the model server closed the connection")
+
+    def _idle_connection(self):
+        """The most recently pooled connection still open (those the server closed meanwhile dropped)."""
+        while self.idle:
+            reader, writer = self.idle.pop()
+            if not closed_while_idle(reader, writer):
+                return reader, writer
+            writer.close()
+        return None
 
     def close(self) -> None:
         for _, writer in self.idle:

@@ -7,8 +7,10 @@ only CAP_NET_BIND_SERVICE (for 443), read-only file system but its log directory
 certificate, client key hashes, internal keys and audit-log key come from
 ``citadel-agent@gateway`` (role vault-agent, applied before), which reloads it on change.
 
-Each model is reached through the keyguard of the first GPU host that serves it
-(``https://HOST:8443``, verified against Citadel's PKI CA), with the internal API key.
+Each model is reached through the keyguards of the GPU hosts that serve it
+(``https://HOST:8443``, verified against Citadel's PKI CA), with the internal API key: one
+host, its address; several, the list of replicas (name and address) the gateway balances
+across, health-checks and fails over between (``citadel_runtime.gateway.replicas``).
 
 Threats (docs/threat-model.md): unauthorised access and inference attacks;
 leakage of PHI; lack of monitoring and accountability.
@@ -28,6 +30,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, systemd
 
+from citadel_runtime.gateway.replicas import HEALTH_SECONDS, HEALTH_TIMEOUT
 from citadel_runtime.layout import (
     GATEWAY_AUDIT_LOG,
     GATEWAY_CONFIG,
@@ -45,8 +48,8 @@ from roles.vault_agent.templates import PKI_CA
 CLIENT_CA = f"{GATEWAY_CONFIG_DIR}/client-ca.pem"  # gateway.client_ca_file, for mutual TLS
 MODULES = ("__init__.py", "keydoc.py", "sdnotify.py", "layout.py", "uds.py", *(f"gateway/{m}" for m in (
     "__init__.py", "auditlog.py", "bodycheck.py", "budget.py", "clients.py", "connections.py", "content.py", "errors.py",
-    "http1.py", "inspect.py", "metrics.py", "offload.py", "phi.py", "routes.py", "screen.py", "server.py",
-    "upstream.py")))
+    "http1.py", "inspect.py", "metrics.py", "offload.py", "phi.py", "replicas.py", "routes.py", "screen.py",
+    "server.py", "upstream.py")))
 # The code that makes each control true (its operation's name starts with the ids).
 CODE_FIXES = {
     "gateway/server.py": "gateway-tls-modern",
@@ -56,15 +59,17 @@ CODE_FIXES = {
 }
 
 
-def upstreams(site) -> dict[str, str]:
-    """model -> the keyguard of the first GPU host serving it."""
-    found: dict[str, str] = {}
+def upstreams(site) -> dict[str, str | list[dict[str, str]]]:
+    """model -> the keyguard of the GPU host serving it, or, when several do, the list of them
+    (``{"name": host, "url": keyguard}``, in the inventory's order). One host renders as before,
+    so a site with one replica per model gets the same file (and no restart)."""
+    found: dict[str, list[dict[str, str]]] = {}
     for name in site.hosts_in("gpu"):
         entry = site.hosts[name]
         address = f"[{entry.address}]" if ":" in entry.address else entry.address
         for model in entry.models:
-            found.setdefault(model, f"https://{address}:{KEYGUARD_PORT}")
-    return found
+            found.setdefault(model, []).append({"name": name, "url": f"https://{address}:{KEYGUARD_PORT}"})
+    return {model: replicas[0]["url"] if len(replicas) == 1 else replicas for model, replicas in found.items()}
 
 
 def gateway_config(site) -> dict:
@@ -81,6 +86,8 @@ def gateway_config(site) -> dict:
         "audit_fail_open": gateway.audit_fail_open,
         "journal": True,
         "upstreams": upstreams(site),
+        # How often, and within how long, the replicas of a model served by several are checked.
+        "health_seconds": HEALTH_SECONDS, "health_timeout": HEALTH_TIMEOUT,
         "upstream_ca": PKI_CA,
         # Rendered by citadel-agent@gateway: a GPU host cut off by `secrets revoke-host` is refused.
         "upstream_crl": f"{GATEWAY_SECRETS}/crl.pem",
