@@ -27,6 +27,15 @@ the reload also takes the agent's new revocation list: a revoked gateway's next 
 fails its handshake, and a connection opened before the reload answers at most the request
 under way; one that arrives after gets a 421, and the gateway asks again on a new connection.
 
+Draining (``citadel_runtime.drain``). On SIGTERM (systemd stopping or restarting it) it tells
+systemd STOPPING=1, closes its listener (new connections go to another replica), answers any
+new request on an open connection with a 503 saying "draining" and ``Connection: close`` (the
+gateway asks another replica), lets the requests under way finish for at most
+``--drain-seconds`` (under the unit's TimeoutStopSec=), then exits. A model whose server is
+about to stop has a marker in ``--state-dir``'s ``draining/``: that model's new requests get
+the same 503, it is left out of ``GET /v1/models``, and the requests in flight for it are
+reported in ``inflight.json`` until none is left.
+
 Threats: inference attacks and privacy breaches through direct access to the model server
 (only the gateway holds the key); insecure deployment (no plaintext on the wire); denial
 of service by connections or bodies held open.
@@ -38,7 +47,8 @@ Example (as its systemd unit runs it; paths, never secrets, on the command line)
         --keys /etc/citadel/secrets/keyguard/internal-api-key.json \\
         --upstream 'unix:/run/citadel-vllm/{model}/vllm.sock' \\
         --upstream-key /etc/citadel/secrets/keyguard/vllm.env \\
-        --client-ca /etc/citadel/pki-ca.pem --crl /etc/citadel/secrets/keyguard/crl.pem
+        --client-ca /etc/citadel/pki-ca.pem --crl /etc/citadel/secrets/keyguard/crl.pem \\
+        --drain-seconds 60 --state-dir /run/citadel-keyguard
 """
 
 from __future__ import annotations
@@ -54,8 +64,9 @@ import signal
 import ssl
 import sys
 import time
+from collections import Counter
 
-from citadel_runtime import sdnotify
+from citadel_runtime import drain, sdnotify
 from citadel_runtime.gateway.connections import ConnectionLimits, Deadlines
 from citadel_runtime.gateway.errors import where
 from citadel_runtime.gateway.http1 import (
@@ -75,6 +86,7 @@ from citadel_runtime.gateway.upstream import Address, Pool, UpstreamError
 from citadel_runtime.keydoc import match
 from citadel_runtime.layout import KEYGUARD_PORT
 from citadel_runtime.uds import MODEL_NAME, read_env_file
+from citadel_runtime.upstream_key import UpstreamKeys
 
 DEADLINES = Deadlines()  # the gateway's: handshake, head, idle, body and drain, each a total
 WRITE_SECONDS = 60  # a client that stops reading an answer is cut off after this
@@ -229,11 +241,21 @@ def peer_unit(writer) -> str | None:
     return None
 
 
+DRAINING = "draining"  # in every drain refusal: the gateway's sign that no model server was asked (replicas.UNSERVED)
+
+
 class Keyguard:
-    def __init__(self, secrets: Secrets, upstream: Upstream, limits: ConnectionLimits):
+    def __init__(self, secrets: Secrets, upstream: Upstream, limits: ConnectionLimits, state_dir: str | None = None):
         self.secrets, self.upstream, self.limits = secrets, upstream, limits
         self.refused: dict[str, int] = {}  # connections over a cap, by which, since the journal was last told
         self.refusals_logged = 0.0
+        self.state_dir = state_dir  # where models' drain markers appear and the in-flight report goes
+        self.stopping = False  # SIGTERM: every new request is refused, those under way finish
+        self.active = 0  # requests read and not yet answered in full
+        self.inflight: Counter = Counter()  # model: requests forwarded to its server, answer not yet complete
+        self.draining: dict[str, str] = {}  # model: its marker's nonce
+        self.reported: dict | None = None
+        self.upstream_keys = UpstreamKeys()  # vLLM's key in force and, during a rotation, the one before
 
     async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -292,6 +314,19 @@ class Keyguard:
             return False
         if head is None:
             return False
+        self.active += 1
+        try:
+            return await self.answer(head, reader, writer, source, generation)
+        finally:
+            self.active -= 1
+
+    async def answer(self, head: Head, reader, writer, source: str, generation: int) -> bool:
+        if self.stopping:
+            await discard(reader, head.content_length, DRAIN_LIMIT, DEADLINES.drain)  # read, so the answer is not reset away
+            await self.reply(writer, 503, f"the keyguard is {DRAINING} before it stops; ask another replica",
+                             close=True, extra=[("Retry-After", "5")])
+            log(f"{source} {head.method} {head.target.partition('?')[0][:200]} 503 ({DRAINING}: stopping)")
+            return False
         if self.secrets.client_ca and generation != self.secrets.generation:
             # 421: "the client MAY retry the request over a different connection" (RFC 9110
             # 15.5.20), which the gateway does, once. Never a silent close: a fresh connection
@@ -335,26 +370,38 @@ class Keyguard:
         decision = classify(head.method, head.target)
         if decision.status != 200:
             return await self.reply(writer, decision.status, decision.reason, close=close)
-        if decision.route == "/v1/models":
-            return await self.reply(writer, 200, models_list(self.upstream.served()), close=close)
+        if decision.route == "/v1/models":  # a draining model is not offered: health checks take it out of rotation
+            served = [m for m in self.upstream.served() if m not in self.draining]
+            return await self.reply(writer, 200, models_list(served), close=close)
         # A large body is parsed off the event loop, so the other connections are not held up.
         model = requested_model(body) if len(body) < LARGE_BODY else await asyncio.to_thread(requested_model, body)
         if model is None:
             return await self.reply(writer, 400, "the body must be a JSON object naming a model", close=close)
+        if model in self.draining:
+            return await self.reply(writer, 503, f"model {model} is {DRAINING} on this host (its server is about to "
+                                    "restart); ask another replica", close=close, extra=[("Retry-After", "5")])
         pool = self.upstream.pool(model)
         if pool is None:
             # Its socket is absent: vLLM is stopped or (re)starting. Temporary, as the gateway and its
             # clients should read it (the baseline's 503), not a 404 that says the model does not exist.
             return await self.reply(writer, 503, f"model {model} is not being served on this host now", close=close,
                                     extra=[("Retry-After", "5")])
-        return await self.forward(head, body, pool, writer)
+        # Counted from here, with no await since the marker check: once the drain helper sees its
+        # marker acknowledged, every request for the model not refused is in this count.
+        self.inflight[model] += 1
+        try:
+            return await self.forward(head, body, pool, writer)
+        finally:
+            self.inflight[model] -= 1
+            if not self.inflight[model]:
+                del self.inflight[model]
 
     async def forward(self, head: Head, body: bytes, pool: Pool, writer) -> int:
         headers = [(name, value) for name, value in head.headers.items() if name not in HOP_BY_HOP]
-        if self.secrets.upstream_key:
-            headers.append(("Authorization", f"Bearer {self.secrets.upstream_key}"))
         try:
-            response = await pool.request(head.method, head.target, headers, body, UPSTREAM_SECONDS)
+            # The key vLLM accepts: during a rotation of vllm-api-key, the old one until its server restarted.
+            response = await self.upstream_keys.request(pool, self.secrets.upstream_key, head.method, head.target,
+                                                        headers, body, UPSTREAM_SECONDS)
         except UpstreamError as exc:
             status = {"connect": 503, "timeout": 504}.get(exc.kind, 502)
             return await self.reply(writer, status, f"the model server is not answering ({exc.kind})", close=True)
@@ -379,6 +426,39 @@ class Keyguard:
                 response.close()  # the client went away: vLLM sees its connection close and stops generating
         return response.status
 
+    def watch_markers(self) -> None:
+        """Take the models' drain markers as they are now, and report what is in flight for them."""
+        self.draining = drain.markers(self.state_dir)
+        report = {"pid": os.getpid(), "draining": self.draining,
+                  "inflight": {model: self.inflight.get(model, 0) for model in self.draining}}
+        if report != self.reported:
+            for model in self.draining.keys() - (self.reported or {}).get("draining", {}).keys():
+                log(f"model {model}: {DRAINING} (its server is about to stop); its new requests get 503")
+            drain.write_report(self.state_dir, report)
+            self.reported = report
+
+    async def watch(self) -> None:
+        while True:
+            try:
+                self.watch_markers()
+            except OSError as exc:  # a full or read-only runtime directory: say so, keep serving
+                log(f"drain markers: {type(exc).__name__}: {exc}"[:300])
+            await asyncio.sleep(drain.POLL_SECONDS)
+
+    async def stop_gracefully(self, server: asyncio.AbstractServer, seconds: float) -> None:
+        """Stop taking requests and let those under way finish, for at most `seconds`."""
+        sdnotify.stopping()
+        server.close()  # new connections are refused now: the gateway takes them elsewhere
+        self.stopping = True
+        log(f"{DRAINING}: no new connection or request; {self.active} under way, waiting at most {seconds:g} s")
+        end = time.monotonic() + seconds
+        while self.active and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        if self.active:
+            log(f"{DRAINING}: stopping with {self.active} requests still under way after {seconds:g} s")
+        else:
+            log(f"{DRAINING}: done, every request under way was answered")
+
     async def reply(self, writer, status: int, payload: str | dict, *, close: bool, extra=()) -> int:
         """Answer with JSON (a string is an error message); the status, negative when closing."""
         data = json.dumps({"error": payload} if isinstance(payload, str) else payload).encode()
@@ -400,12 +480,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--upstream-key", help="environment file with VLLM_API_KEY, the model server's key")
     parser.add_argument("--client-ca", help="require a gateway host's certificate from this CA (mutual TLS)")
     parser.add_argument("--crl", help="with --client-ca: the CA's revocation list (revoked gateways are refused)")
+    parser.add_argument("--drain-seconds", type=float, default=drain.KEYGUARD_DRAIN_SECONDS,
+                        help="on SIGTERM, let requests under way finish for at most this long, refusing new ones "
+                             f"(default {drain.KEYGUARD_DRAIN_SECONDS}; keep it under the unit's TimeoutStopSec=)")
+    parser.add_argument("--state-dir", help="runtime directory for models' drain markers (draining/MODEL) and the "
+                                            "in-flight report (citadel_runtime.drain); none: no model drains")
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace, secrets: Secrets) -> None:
     host, _, port = args.listen.rpartition(":")
-    keyguard = Keyguard(secrets, Upstream(args.upstream), connection_limits())
+    keyguard = Keyguard(secrets, Upstream(args.upstream), connection_limits(), args.state_dir)
     server = await asyncio.start_server(keyguard.connection, host.strip("[]"), int(port), limit=MAX_HEAD,
                                         backlog=1024)
     loop = asyncio.get_running_loop()
@@ -413,11 +498,21 @@ async def serve(args: argparse.Namespace, secrets: Secrets) -> None:
     loop.add_signal_handler(signal.SIGHUP, secrets.reload)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    watching = None
+    if args.state_dir:
+        drain.prepare(args.state_dir)
+        keyguard.watch_markers()  # a model already marked is refused from the first request
+        watching = asyncio.create_task(keyguard.watch())
     sdnotify.ready()  # only now may systemd send a reload (SIGHUP): its handler is set
     log(f"listening on {host}:{port}, forwarding to {args.upstream} (at most {keyguard.limits.total} connections, "
         f"{keyguard.limits.per_source} per source)")
     await stop.wait()
-    server.close()
+    try:
+        await keyguard.stop_gracefully(server, args.drain_seconds)
+    finally:
+        if watching:
+            watching.cancel()
+            drain.remove_report(args.state_dir)  # no keyguard, nothing in flight: drain helpers need not wait
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -404,6 +404,14 @@ class Settings(Strict):
     vllm_runtime_lora: list[Name] = Field(
         default_factory=list, description="models allowed runtime LoRA loading (opt-in by name)"
     )
+    rolling_batch_size: int = Field(
+        1, ge=1, le=64, description="`citadel deploy` takes at most this many of a model's replicas out at once "
+        "(never all of them); hosts serving a model with one replica are not rolled"
+    )
+    rolling_ready_seconds: int = Field(
+        300, ge=5, le=3600, description="how long a rolling deploy waits for a host's model servers to be ready and "
+        "back in every gateway's rotation before it stops"
+    )
 
 
 class Inventory(Strict):

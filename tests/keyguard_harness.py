@@ -107,8 +107,29 @@ class Keyguard(Gateway):
         self.process.wait(timeout=10)
 
     def revive(self) -> Keyguard:
-        """Start the keyguard process again, on the same port, after `kill`."""
+        """Start the keyguard process again, on the same port, after `kill` (or `terminate`)."""
         return self._launch()
+
+    def terminate(self) -> None:
+        """SIGTERM, as systemd stops or restarts it: it drains, then exits (`process.wait()` to see when)."""
+        self.process.terminate()
+
+    @property
+    def state_dir(self) -> Path:
+        """Its --state-dir: models' drain markers (draining/MODEL) and the in-flight report."""
+        return self.workdir / "state"
+
+    def drain_model(self, model: str, deadline: float = 10) -> subprocess.Popen:
+        """Run the drain helper as vLLM's ExecStop= does (``python3 -m citadel_runtime.drain wait``); not waited for."""
+        root = runtime_root()
+        return subprocess.Popen([sys.executable, "-m", "citadel_runtime.drain", "wait", model, "--deadline",
+                                 str(deadline), "--state-dir", str(self.state_dir)], cwd=root,
+                                env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def release_model(self, model: str) -> None:
+        """Remove the model's drain marker, as vLLM's ExecStartPre= does."""
+        (self.state_dir / "draining" / model).unlink(missing_ok=True)
 
     def _launch(self) -> Keyguard:
         started = self.log().count("listening on")
@@ -124,7 +145,7 @@ class Keyguard(Gateway):
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "citadel_runtime.keyguard", "--listen", f"127.0.0.1:{self.port}",
                  "--tls", str(w / "tls.pem"), "--keys", str(w / "keys.json"), "--upstream", f"unix:{self.template}",
-                 "--upstream-key", str(w / "vllm.env"), *self.arguments],
+                 "--upstream-key", str(w / "vllm.env"), "--state-dir", str(self.state_dir), *self.arguments],
                 cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stderr=log, preexec_fn=limit_descriptors)
         deadline = time.monotonic() + 30
         while self.log().count("listening on") == started:

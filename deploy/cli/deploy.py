@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from deploy.cli.common import InventoryOption, JsonOption, TokenFileOption, err, fail, load_site, out
@@ -40,6 +41,12 @@ def deploy_command(
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="More output: -v no-ops, -vv commands, -vvv their output.")
     ] = 0,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, max=64, metavar="N",
+                     help="Take at most N replicas of a model out at once (never all). "
+                     "Default: the inventory's settings.rolling_batch_size (1)."),
+    ] = None,
     as_json: JsonOption = False,
     token_file: TokenFileOption = None,
 ) -> None:
@@ -57,14 +64,25 @@ def deploy_command(
     BAO_CACERT/VAULT_CACERT, BAO_TOKEN/VAULT_TOKEN or a token file; never an argument).
     Other roles never ask for it.
 
-    Exit 0 when every host succeeded, 1 when any host failed or was unreachable, 2 on bad
-    input (nothing is done).
+    Rolling: a model served by several GPU hosts keeps serving. Their hosts are deployed in
+    waves that take at most --batch-size of the model's replicas out at once, never all of
+    them; every other host goes in the first wave. Before the next wave starts, each host of
+    a wave that changed must have its model servers active (vLLM answered a real completion)
+    and be back in every gateway's rotation (the gateway's metrics, read on the gateway host),
+    within settings.rolling_ready_seconds. A failed wave, or a host that is not ready in time,
+    stops the roll: later hosts are left untouched, and the message names the host and what
+    was not ready. --dry-run lists the waves in order (with --json: "waves").
 
-    Example: `citadel deploy -i inventory/lab.yaml --role base --dry-run`
+    Exit 0 when every host succeeded, 1 when any host failed or was unreachable or the roll
+    stopped, 2 on bad input (nothing is done).
+
+    Examples: `citadel deploy -i inventory/lab.yaml --role base --dry-run`;
+    `citadel deploy -i site.yaml --role vllm --batch-size 2`
     """
     # pyinfra takes longer to import than the rest of the CLI together: only commands that connect load it.
     from deploy.connection import DeployError, select_hosts
-    from deploy.runner import configure_logging, run_deploy, select_roles
+    from deploy.rolling import roll
+    from deploy.runner import configure_logging, select_roles
 
     site = load_site(inventory)
     vault = Access(lambda: resolve(site.vault, token_file))
@@ -75,14 +93,15 @@ def deploy_command(
         raise fail(str(exc)) from None
     configure_logging(verbose, RichHandler(console=err, show_time=False, show_path=False, markup=False))
     with RichDeployListener(err) as listener:
-        report = run_deploy(
-            site, [r.name for r in roles], limit=hosts, dry_run=dry_run, verbosity=verbose, diff=diff, listener=listener,
-            vault=vault,
+        report = roll(
+            site, [r.name for r in roles], limit=hosts, batch_size=batch_size, dry_run=dry_run, verbosity=verbose,
+            diff=diff, listener=listener, vault=vault,
         )
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
     else:
         _print_deploy_table(report)
+        _print_waves(report)
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -101,3 +120,15 @@ def _print_deploy_table(report) -> None:
     for o in report.hosts.values():
         for message in o.errors:
             err.print(f"[red]{o.host}:[/] {redact(message)}", highlight=False)
+
+
+def _print_waves(report) -> None:
+    """The roll's waves in order (a deploy with nothing to roll has one wave, not shown)."""
+    rolled = len(report.waves) > 1 or any(w.taken_out for w in report.waves)
+    if rolled:
+        out.print("Rolling order:" if report.dry_run else "Waves:", highlight=False)
+        for number, wave in enumerate(report.waves, 1):
+            status = "" if report.dry_run else f": {wave.status}"
+            out.print(f"  wave {number}: {escape(wave.describe())}{status}", highlight=False)
+    if report.stopped:
+        err.print(f"[red]roll stopped:[/] {escape(redact(report.stopped))}", highlight=False)

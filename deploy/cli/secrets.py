@@ -31,7 +31,7 @@ from deploy.cli.common import (
     vault_call,
     vault_client,
 )
-from deploy.secrets import KINDS, client_keys, hosts, internal_key, tls, transit
+from deploy.secrets import KINDS, client_keys, hosts, internal_key, tls, transit, vllm_key
 from deploy.secrets.status import collect
 from deploy.secrets.store import Store, vault_errors
 from deploy.vault.bootstrap import seconds
@@ -45,6 +45,7 @@ AUTH_HELP = (
 secrets_app = typer.Typer(
     help=(
         "Rotate and inspect the secrets Citadel manages in Vault/OpenBao: the internal model-server key, "
+        "vLLM's own key, "
         "the gateway's client keys, transit keys and the hosts' TLS certificates; cut a host off "
         "(revoke-host) or let it back in (readmit-host). Old and new overlap during a rotation, so no request "
         "fails; every change is recorded (who, what, when). " + AUTH_HELP
@@ -55,6 +56,7 @@ secrets_app = typer.Typer(
 
 class Kind(str, Enum):
     internal_api_key = "internal-api-key"
+    vllm_api_key = "vllm-api-key"
     client_key = "client-key"
     transit_key = "transit-key"
     tls_cert = "tls-cert"
@@ -108,7 +110,7 @@ def _short(stamp: str | None) -> str:
 def secrets_status(inventory: InventoryOption, token_file: TokenFileOption = None, as_json: JsonOption = False) -> None:
     """Show every secret: version, age, expiry, rotation due date, hosts, last rotation.
 
-    One row per secret Citadel manages: the internal model-server key, each gateway client
+    One row per secret Citadel manages: the internal model-server key, vLLM's own key, each gateway client
     key, each transit key, each host group's identities (the certificates the hosts' agents
     log in with, renewed by them; revoked hosts are named), TLS certificates and the PKI
     root CA. A
@@ -216,6 +218,12 @@ def secrets_rotate(
 
     * `internal-api-key`: the key the gateway presents to vLLM; both sides accept the old
       key until --finish or the grace expiry.
+    * `vllm-api-key`: vLLM's own key, which each GPU host's keyguard presents to it. vLLM
+      takes one key, at start: the GPU hosts' agents render the new key within 30 s, which
+      reloads the keyguard and restarts vLLM; until a vLLM accepts the new key, its
+      keyguard keeps presenting the old one (remembered, never stored again). --finish
+      (after the grace, once every GPU host's vLLM has restarted) ends the overlap; a new
+      rotation is refused while it is open.
     * `client-key NAME`: a gateway client's key; the new one is printed once, the old one
       works until --finish or the grace expiry.
     * `transit-key NAME`: rotates the transit key; for model-data every stored model data
@@ -249,6 +257,9 @@ def secrets_rotate(
     key = None
     if kind is Kind.internal_api_key:
         action = internal_key.finish if finish else lambda s, progress: internal_key.rotate(s, period, progress)
+        result = vault_call(action, store, progress=_progress)
+    elif kind is Kind.vllm_api_key:
+        action = vllm_key.finish if finish else lambda s, progress: vllm_key.rotate(s, period, progress)
         result = vault_call(action, store, progress=_progress)
     elif kind is Kind.client_key:
         if finish:

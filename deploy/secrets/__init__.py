@@ -8,6 +8,7 @@
 - :mod:`deploy.secrets.client_keys` issues, rotates and revokes the gateway's client API
   keys (stored only as hashes);
 - :mod:`deploy.secrets.internal_key` rotates the key the gateway presents to vLLM;
+- :mod:`deploy.secrets.vllm_key` rotates vLLM's own key (the keyguard presents it);
 - :mod:`deploy.secrets.transit` rotates transit keys and rewraps model data keys;
 - :mod:`deploy.secrets.tls` has the hosts' agents issue new TLS certificates;
 - :mod:`deploy.secrets.hosts` revokes a host's identity (and readmits it);
@@ -30,6 +31,7 @@ from __future__ import annotations
 # What `citadel secrets rotate KIND` accepts, and whether KIND needs a NAME.
 KINDS = {
     "internal-api-key": False,
+    "vllm-api-key": False,
     "client-key": True,
     "transit-key": True,
     "tls-cert": True,

@@ -1,6 +1,7 @@
 """Every secret Citadel manages: version, age, expiry, rotation due date, hosts, last rotation.
 
-Read-only. One row per secret: the internal model-server key, each gateway client key,
+Read-only. One row per secret: the internal model-server key, vLLM's own key (overlap
+while GPU hosts may still present the old one), each gateway client key,
 each transit key, each group's host identities (the certificates agents log in with; revoked
 hosts named), each group's host TLS certificates (issued
 by the hosts' agents: the rotation generation, and the soonest expiry of the newest
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from deploy.secrets import client_keys, internal_key, overlap, tls, transit
+from deploy.secrets import client_keys, internal_key, overlap, tls, transit, vllm_key
 from deploy.secrets.store import Store, now, parse_time
 from deploy.vault.bootstrap import TRANSIT_KEYS
 from deploy.vault.identity import agent_pki_role, revoked_hosts
@@ -30,6 +31,7 @@ KIND_IDENTITY = "host-identity"
 # Which host groups hold (or use) each kind of secret: "where it is deployed".
 GROUPS_OF = {
     "internal-api-key": ("gpu", "gateway"),
+    "vllm-api-key": ("gpu",),
     "client-key": ("gateway",),
     "transit-key": ("gpu",),  # model-data decrypt, model-signing verify
     "tls-ca": ("gpu", "gateway"),
@@ -85,6 +87,7 @@ def collect(store: Store, site, trail_limit: int = 500) -> list[dict]:
     else:
         rows.append(_row(internal_key.KIND, internal_key.NAME, 0, None, [], when, max_age, phase="missing",
                          detail="never issued: run `citadel secrets rotate internal-api-key`"))
+    rows.append(_vllm_key_row(store, site, when, max_age))
     for name, entry in sorted(client_keys.read(store)["clients"].items()):
         cur = entry["current"]
         rows.append(_row(client_keys.KIND, name, cur["version"], parse_time(cur["created"]),
@@ -102,6 +105,23 @@ def collect(store: Store, site, trail_limit: int = 500) -> list[dict]:
     for row in rows:
         row["last_rotation"] = last.get((row["kind"], row["name"]))
     return rows
+
+
+def _vllm_key_row(store, site, when, max_age) -> dict:
+    """vLLM's own key: overlap while GPU hosts may still present the old one (`rotate vllm-api-key --finish`)."""
+    meta = vllm_key.read_meta(store)
+    cur = meta["current"]
+    if not cur:
+        return _row(vllm_key.KIND, vllm_key.NAME, 0, None, [], when, max_age, phase="missing",
+                    detail="never issued: run `citadel vault bootstrap`")
+    state, _ = store.state(vllm_key.KIND, vllm_key.NAME)
+    open_ = overlap.overlap_open(meta, when)
+    # A seeded key has no creation time: its age is the bootstrap's, unknown here, so never "due" by age.
+    return _row(vllm_key.KIND, vllm_key.NAME, cur["version"], parse_time(cur.get("created")),
+                _hosts(site, GROUPS_OF[vllm_key.KIND]), when, max_age,
+                expires=parse_time(meta["previous_expires"]) if open_ else None,
+                phase="rotating" if state.get("phase") == "rotating" else _phase(meta, when),
+                detail=f"key id {cur['key_id']}; each keyguard presents it once its vLLM accepts it")
 
 
 def key_version_times(info: dict) -> dict[int, dt.datetime]:

@@ -9,6 +9,7 @@ A host without the role passes (nothing to check), unless it is configured for o
 from __future__ import annotations
 
 from citadel_runtime.layout import (
+    GATEWAY_ADMIN_PORT,
     GATEWAY_AUDIT_LOG,
     GATEWAY_CONFIG,
     GATEWAY_SECRETS,
@@ -96,4 +97,42 @@ CLIENT_TABLE = Control(
                 "json.dump(d, open(p, 'w'))\""),
 )
 
-CONTROLS = [ONLY_LISTENER, TLS_SETTINGS, ALLOWLIST, CHAIN, CLIENT_TABLE]
+def in_rotation(config: str = GATEWAY_CONFIG) -> str:
+    """The check's script: the gateway's own gauge on its loopback admin listener (gateway.metrics),
+    one line per replica of each model, 1 in rotation and 0 out (failed health checks, ejected)."""
+    return (
+        'python3 -c "import json, urllib.request\n'
+        f"admin = json.load(open('{config}')).get('admin_listen', '127.0.0.1:{GATEWAY_ADMIN_PORT}')\n"
+        "opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))\n"
+        "text = opener.open('http://' + admin + '/metrics', timeout=5).read().decode()\n"
+        "rows = [line.split('{', 1)[1].rsplit(' ', 1) for line in text.splitlines()\n"
+        "        if line.startswith('citadel_gateway_replica_in_rotation{')]\n"
+        "out = [labels.rstrip('}') for labels, value in rows if float(value) != 1]\n"
+        "print('out of rotation: ' + '; '.join(out) if out else str(len(rows)) + ' replicas, all in rotation')\n"
+        'raise SystemExit(1 if out else 0)"'
+    )
+
+
+def add_unserved_replica(config: str = GATEWAY_CONFIG) -> str:
+    """The break's edit: a replica nobody serves, added to the first model of the configuration."""
+    return (f"python3 -c \"import json; p='{config}'; c=json.load(open(p)); u=c['upstreams']; m=sorted(u)[0]; "
+            "r=u[m] if isinstance(u[m], list) else [{'name': 'first', 'url': u[m]}]; "
+            "u[m]=r+[{'name': 'audit-break', 'url': 'https://127.0.0.1:9'}]; json.dump(c, open(p, 'w'))\"")
+
+
+REPLICAS_IN_ROTATION = Control(
+    id="gateway-replicas-in-rotation",
+    title="Every replica of every model is in the gateway's rotation (its own metrics, read on loopback)",
+    rationale="A model served by several GPU hosts survives a restart or a lost host only while the others are "
+    "healthy: a replica out of rotation (failed health checks, ejected) is redundancy the site believes it has "
+    "and does not. Read from the running gateway's gauge, not from its configuration.",
+    severity="medium",
+    refs=References(nist=["SC-5", "SC-36", "CP-10"], threats=["T5"]),
+    check=Command(command=INSTALLED + in_rotation(), not_applicable_output=r"^no gateway on this host",
+                  describe="citadel_gateway_replica_in_rotation is 1 for every model and replica"),
+    remediation="gateway",
+    # The first health check (at the gateway's start) takes the added replica out of rotation.
+    break_with=f"{add_unserved_replica()} && systemctl restart {GATEWAY_UNIT} && sleep 4",
+)
+
+CONTROLS = [ONLY_LISTENER, TLS_SETTINGS, ALLOWLIST, CHAIN, CLIENT_TABLE, REPLICAS_IN_ROTATION]

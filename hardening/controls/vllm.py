@@ -168,8 +168,24 @@ SERVES_SIGNED_MODEL = Control(
     break_with=f"f=$(find {MODEL_MOUNT_ROOT} -type f | head -1) && chmod u+w $f && echo poisoned >> $f",
 )
 
+DRAINS_BEFORE_STOP = Control(
+    id="vllm-drains-before-stop",
+    title="Each model server drains at the keyguard before it stops, and is served again when it starts",
+    rationale="A vLLM stopped with requests in flight cuts their answers (in the 10,000-request test, two "
+    "restarts failed 3,230). Its ExecStop= must ask the keyguard to send the model no new request (the gateway "
+    "takes them to another replica) and wait for those in flight, within TimeoutStopSec=; its ExecStartPre= "
+    "must release the model again.",
+    severity="medium",
+    refs=References(nist=["SC-5", "SC-24", "SI-17"], threats=["T5"]),
+    check=Command(command=f"{INSTALLED}{RUN_MODULE} citadel_runtime.drain audit vllm",
+                  describe="each citadel-vllm@ unit runs 'drain wait' at stop, 'drain release' at start, in time"),
+    remediation="vllm",
+    # The unit file itself (not a drop-in): the role's redeploy writes it back.
+    break_with=f"sed -i '/citadel_runtime.drain/d' /etc/systemd/system/{VLLM_UNIT} && systemctl daemon-reload",
+)
+
 CONTROLS = [UNIT_EXPOSURE, LOOPBACK_ONLY, EGRESS_BLOCKED, KEY_NOT_ON_CMDLINE, OFFLINE, NO_REMOTE_CODE,
-            SERVES_SIGNED_MODEL]
+            SERVES_SIGNED_MODEL, DRAINS_BEFORE_STOP]
 # How a test puts the host back after a break (removing the drop-in restarts a clean server).
 RESTORE = (f"rm -f {DROP_IN} && systemctl daemon-reload && nft -f /etc/nftables.conf && "
            f"for c in {VLLM_CONF_DIR}/*.conf; do m=$(basename $c .conf); "

@@ -70,7 +70,7 @@ from roles.ops.pyinfra_private import will_change
 from roles.ops.runtime import install_runtime
 
 FILES = Path(__file__).parent / "files"
-MODULES = ("__init__.py", "layout.py", "uds.py", "vllm_ready.py", "vllm_inspect.py", "isolation_probe.py")
+MODULES = ("__init__.py", "layout.py", "uds.py", "vllm_ready.py", "vllm_inspect.py", "isolation_probe.py", "drain.py")
 # What differs with the hardware. CPU-only hosts: no devices at all, and no writable
 # executable memory (measured: vLLM's CPU backend serves with it, --enforce-eager or not).
 CPU_DEVICES = "PrivateDevices=yes\nMemoryDenyWriteExecute=yes"
@@ -217,7 +217,8 @@ def apply() -> None:
     ]
     # The sandbox, its private network with the socket as the only door, the key from a file, offline, no remote code.
     unit = files.put(name="vllm-unit-exposure, vllm-listens-loopback-only, vllm-egress-blocked, "
-                     f"vllm-api-key-not-on-cmdline, vllm-offline, vllm-no-remote-code: unit {VLLM_UNIT}",
+                     f"vllm-api-key-not-on-cmdline, vllm-offline, vllm-no-remote-code, vllm-drains-before-stop: "
+                     f"unit {VLLM_UNIT}",
                      src=io.StringIO(unit_text(entry.gpus.count)), dest=f"/etc/systemd/system/{VLLM_UNIT}",
                      user="root", group="root", mode="0644")
     files.directory(name="vLLM settings", path=VLLM_CONF_DIR, user="root", group="root", mode="0755")

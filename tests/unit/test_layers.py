@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     # 4: runner and connection
     "deploy.connection": 4,
     "deploy.runner": 4,
+    "deploy.rolling": 4,  # rolling deploys: waves of run_deploy, readiness between them
     "hardening.engine": 4,
     # 5: the CLI, and the deploy package's own __init__
     "deploy.cli": 5,

@@ -88,7 +88,7 @@ def test_status_row_is_due_at_the_earlier_of_age_and_expiry():
 
 
 def test_every_kind_is_known():
-    assert KINDS == {"internal-api-key": False, "client-key": True, "transit-key": True,
+    assert KINDS == {"internal-api-key": False, "vllm-api-key": False, "client-key": True, "transit-key": True,
                      "tls-cert": True}
 
 

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 
 from citadel_runtime.gateway.auditlog import verify_lines
+from citadel_runtime.layout import GATEWAY_CONFIG
 from deploy.secrets import audit_key, client_keys
 from hardening.controls import gateway as gateway_controls
 from hardening.engine import run_audit
@@ -231,7 +232,8 @@ def test_ten_thousand_requests_across_two_vllm_restarts_each_answered_and_record
 
 
 BACKUP = ("tar -C / -cpf /root/gateway-backup.tar usr/local/lib/citadel/runtime/citadel_runtime/gateway "
-          "etc/citadel/secrets/gateway/client-keys.json var/log/citadel-gateway/audit.jsonl")
+          "etc/citadel/secrets/gateway/client-keys.json var/log/citadel-gateway/audit.jsonl "
+          f"{GATEWAY_CONFIG.lstrip('/')}")  # gateway-replicas-in-rotation's break edits the configuration
 RESTORE = ("systemctl stop citadel-audit-break-listener 2>/dev/null; systemctl reset-failed "
            "citadel-audit-break-listener 2>/dev/null; tar -C / -xpf /root/gateway-backup.tar && "
            "systemctl restart citadel-gateway && sleep 2")

@@ -17,6 +17,7 @@ import threading
 
 import pytest
 
+from hardening.controls import keyguard as keyguard_controls
 from hardening.controls import vllm as vllm_controls
 from hardening.engine import run_audit
 from tests.lab.vaultutil import all_cmdlines, run_citadel
@@ -112,15 +113,20 @@ def test_the_isolation_probe_alerts_the_moment_a_target_is_reached(env):
 # How each break is put right: the drop-in goes; servers whose flags changed restart.
 RESTART = (f"rm -f {vllm_controls.DROP_IN} && systemctl daemon-reload && "
            f"systemctl restart citadel-unseal@{MODEL} {UNIT}")
+UNIT_FILE = "/etc/systemd/system/citadel-vllm@.service"
+UNIT_BACKUP = "/root/citadel-vllm-unit.bak"
 FIXES = {
     "vllm-unit-exposure": f"rm -f {vllm_controls.DROP_IN} && systemctl daemon-reload",
     "vllm-egress-blocked": "nft -f /etc/nftables.conf",
+    # The break edits the unit file itself (no restart): the role's file, put back.
+    "vllm-drains-before-stop": f"cp -p {UNIT_BACKUP} {UNIT_FILE} && systemctl daemon-reload",
 }
 
 
 def test_every_vllm_control_passes_and_each_fails_when_broken(env):
     results = audit(env)
     assert all(r.status == "pass" for r in results.values()), {k: r.evidence for k, r in results.items()}
+    on_host(env, f"sudo cp -p {UNIT_FILE} {UNIT_BACKUP}")
     for control in vllm_controls.CONTROLS:
         on_host(env, f"sudo sh -c {shlex.quote(control.break_with)}")
         try:
@@ -131,6 +137,23 @@ def test_every_vllm_control_passes_and_each_fails_when_broken(env):
         assert audit(env)[control.id].status == "pass", control.id
     # The key on the command line was seen by the check, never printed by it.
     assert vllm_key(env) not in json.dumps({k: r.evidence for k, r in audit(env).items()})
+
+
+def test_the_keyguard_drain_control_passes_fails_when_broken_and_passes_when_mended(env):
+    unit, backup = keyguard_controls.UNIT_FILE, "/root/citadel-keyguard-unit.bak"
+
+    def result():
+        return run_audit(env["site"], keyguard_controls.CONTROLS)[0]
+
+    assert result().status == "pass", result().evidence
+    on_host(env, f"sudo cp -p {unit} {backup}")
+    on_host(env, f"sudo sh -c {shlex.quote(keyguard_controls.DRAINS_ON_STOP.break_with)}")
+    try:
+        broken = result()
+        assert broken.status == "fail" and "TimeoutStopSec" in broken.evidence, broken.evidence
+    finally:
+        on_host(env, f"sudo cp -p {backup} {unit} && sudo systemctl daemon-reload")
+    assert result().status == "pass"
 
 
 def test_a_tampered_sealed_model_keeps_the_server_down_and_the_audit_says_why(env):
