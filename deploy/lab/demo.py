@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import json
-import os
 import shlex
 import ssl
 import time
@@ -27,6 +26,7 @@ from citadel_runtime.layout import GATEWAY_AUDIT_LOG, GATEWAY_PORT
 from deploy.lab.ssh import known_hosts_line
 from deploy.secrets import client_keys
 from deploy.secrets.store import Store
+from deploy.vault.tls import write_private
 from inventory.lab import DEMO_CLIENT
 
 KEY_FILE = "demo-client.key"
@@ -47,18 +47,6 @@ class Chat:
 
 def key_path(directory: Path) -> Path:
     return directory / KEY_FILE
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` whole, 0600 from the first byte (a key is never readable by others, even briefly)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
 
 
 def read_key(path: Path) -> str | None:
@@ -86,7 +74,7 @@ def ensure_key(store: Store, directory: Path, name: str = DEMO_CLIENT) -> str:
     else:
         key, _ = client_keys.issue(store, name)
         done = "issued"
-    _write_private(path, key.reveal() + "\n")
+    write_private(path, (key.reveal() + "\n").encode())  # 0600 from the first byte, in a 0700 directory
     return done
 
 

@@ -12,7 +12,7 @@ from inventory.lab import lab_inventory
 
 def test_a_key_file_is_written_0600_and_read_back(tmp_path):
     path = demo.key_path(tmp_path / "d")
-    demo._write_private(path, "ck_" + "a" * 43 + "\n")
+    demo.write_private(path, ("ck_" + "a" * 43 + "\n").encode())
     assert path.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o700
     assert demo.read_key(path) == "ck_" + "a" * 43
